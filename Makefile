@@ -1,0 +1,46 @@
+# Attested KMS. `make demo` and `make test` are the two commands a new
+# machine needs; everything else is for developers.
+GO        ?= go
+BIN       := bin
+PKGS      := ./...
+FUZZTIME  ?= 10s
+
+.PHONY: all build test demo bench proto proto-check lint fuzz clean fixtures
+
+all: build
+
+build:
+	@mkdir -p $(BIN)
+	$(GO) build -o $(BIN)/ ./cmd/...
+
+test:
+	$(GO) test -count=1 -timeout 10m $(PKGS)
+
+demo: build
+	./scripts/demo.sh
+
+bench:
+	./scripts/bench.sh
+
+# Regenerate the committed gRPC code with Debian's protoc and the plugins
+# pinned by the tool directives in go.mod.
+proto:
+	protoc -I proto -I /usr/include \
+		--plugin=protoc-gen-go=$$($(GO) tool -n protoc-gen-go) \
+		--plugin=protoc-gen-go-grpc=$$($(GO) tool -n protoc-gen-go-grpc) \
+		--go_out=. --go_opt=module=github.com/attested-kms/attested-kms \
+		--go-grpc_out=. --go-grpc_opt=module=github.com/attested-kms/attested-kms \
+		proto/kms/v1/kms.proto
+
+lint:
+	@test -z "$$(gofmt -l . | tee /dev/stderr)" || { echo "gofmt: files above need formatting"; exit 1; }
+	$(GO) vet $(PKGS)
+	$(GO) tool staticcheck $(PKGS)
+	$(GO) test -count=1 -run TestGeneratedCodeIsCurrent ./proto/...
+
+# A short run of every fuzz target; FUZZTIME=1m make fuzz for longer.
+fuzz:
+	./scripts/fuzz.sh $(FUZZTIME)
+
+clean:
+	rm -rf $(BIN)
