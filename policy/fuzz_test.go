@@ -1,0 +1,71 @@
+package policy
+
+import (
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/attested-kms/attested-kms/attestation"
+)
+
+// FuzzParse checks that Parse never panics and that whatever it accepts
+// evaluates without panicking and survives a canonical round trip.
+func FuzzParse(f *testing.F) {
+	example, err := os.ReadFile("testdata/example.yaml")
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(example)
+	f.Add([]byte(fullPolicy))
+	f.Add([]byte("version: 1\nrules:\n  - name: r\n    sev_snp:\n      measurements: [" + measA + "]\n"))
+	f.Add([]byte("version: 1\nrules:\n  - name: r\n    sev_snp: {measurements: [" + measA + "], vmpl: [0, 1], allow_debug: true, min_tcb: {snp: 3}}\n    token: {claims: {a: 1, b: true, c: x, d: 1.5}}\n"))
+	f.Add([]byte("version: 1\nrules:\n  - &r {name: a, sev_snp: {measurements: [" + measA + "]}}\n  - *r\n"))
+	f.Add([]byte("version: 1\nrules:\n  - name: r\n    token: {issuers: [x]}\n"))
+	f.Add([]byte("version: 1\nrules: []\n"))
+	f.Add([]byte("version: 2\n"))
+	f.Add([]byte("a: &a [*a]\n"))
+	f.Add([]byte{})
+
+	inputs := func() []Input {
+		g := grantInput()
+		other := grantInput()
+		other.Evidence.SEVSNP.Debug = true
+		other.Token = map[string]any{"aud": 3.0, "appid": []any{}, "roles": map[string]any{}}
+		return []Input{
+			g, other, {},
+			{Evidence: &attestation.Claims{Platform: attestation.PlatformSEVSNP}},
+			{Evidence: &attestation.Claims{Platform: "tdx"}},
+		}
+	}()
+
+	f.Fuzz(func(t *testing.T, b []byte) {
+		p, err := Parse(b)
+		if err != nil {
+			if p != nil {
+				t.Fatal("policy returned with an error")
+			}
+			return
+		}
+		for _, in := range inputs {
+			d := p.Evaluate(in)
+			if d.Allowed == (len(d.Denials) > 0) {
+				t.Fatalf("inconsistent decision %+v", d)
+			}
+			if strings.ContainsAny(d.Summary(), "\n\r") {
+				t.Fatalf("multi-line summary %q", d.Summary())
+			}
+		}
+		out, err := p.Marshal()
+		if err != nil {
+			t.Fatalf("Marshal: %v", err)
+		}
+		p2, err := Parse(out)
+		if err != nil {
+			t.Fatalf("canonical form rejected: %v\n%s", err, out)
+		}
+		out2, err := p2.Marshal()
+		if err != nil || string(out2) != string(out) {
+			t.Fatalf("canonical form not a fixed point:\n%s\n---\n%s", out, out2)
+		}
+	})
+}
