@@ -69,8 +69,6 @@ func CreateLocal(path string) (err error) {
 			_ = os.Remove(path) // do not leave a partial key behind
 		}
 	}()
-	// The umask cannot widen 0600, but an inherited ACL or odd umask could
-	// narrow it further, which is fine; check nothing wider slipped in.
 	if _, err := f.Write(key); err != nil {
 		return fmt.Errorf("kek: write key file: %w", err)
 	}

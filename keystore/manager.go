@@ -1,0 +1,661 @@
+package keystore
+
+import (
+	"cmp"
+	"context"
+	"crypto/ecdh"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/attested-kms/attested-kms/keystore/kek"
+)
+
+// MaxPolicySize bounds a policy document; policies are small and the bound
+// keeps a mistaken upload from bloating every key set read.
+const MaxPolicySize = 1 << 20
+
+// Options configure a Manager. Zero values select the real clock, the
+// operating system's CSPRNG and a logger that discards.
+type Options struct {
+	// Now returns the current time; tests pass a fake clock.
+	Now func() time.Time
+	// Rand supplies kids, private keys, data keys and nonces. It is only read
+	// while the Manager's write lock is held, so it need not be safe for
+	// concurrent use. Anything but a CSPRNG is for tests only.
+	Rand io.Reader
+	// Logger receives lifecycle events and errors; never key material.
+	Logger *slog.Logger
+}
+
+// Manager is the key store's entry point: it creates key sets and keys,
+// drives their lifecycle, and unseals private keys for release.
+type Manager struct {
+	store Store
+	kek   kek.Provider
+	now   func() time.Time
+	rand  io.Reader
+	log   *slog.Logger
+
+	// mu serializes this process's read-modify-write cycles so they never
+	// lose compare-and-swap races to each other; other replicas still can,
+	// and then get ErrConflict.
+	mu sync.Mutex
+
+	cacheMu sync.Mutex
+	cache   map[cacheKey][]byte
+}
+
+type cacheKey struct {
+	keyset  string
+	kid     string
+	version uint64
+}
+
+// NewManager returns a Manager over store that seals with provider.
+func NewManager(store Store, provider kek.Provider, opts Options) *Manager {
+	m := &Manager{
+		store: store,
+		kek:   provider,
+		now:   opts.Now,
+		rand:  opts.Rand,
+		log:   opts.Logger,
+		cache: make(map[cacheKey][]byte),
+	}
+	if m.now == nil {
+		m.now = time.Now
+	}
+	if m.rand == nil {
+		m.rand = rand.Reader
+	}
+	if m.log == nil {
+		m.log = slog.New(slog.DiscardHandler)
+	}
+	return m
+}
+
+// clock returns Now without the monotonic reading (stored times have none,
+// and mixing the two makes comparisons depend on whether a value was
+// persisted) in UTC.
+func (m *Manager) clock() time.Time { return m.now().Round(0).UTC() }
+
+// CreateKeySet creates a key set and its first key, active immediately,
+// with no release policy (version 0: the release path must deny). Zero
+// fields of s take defaults (KeySetSettings.WithDefaults).
+func (m *Manager) CreateKeySet(ctx context.Context, name string, s KeySetSettings) (*KeySet, error) {
+	return m.CreateKeySetWithPolicy(ctx, name, s, nil)
+}
+
+// CreateKeySetWithPolicy is CreateKeySet that also stores policyYAML as
+// policy version 1 in the same transaction, so no window exists in which the
+// set has keys but no policy. A nil policyYAML stores no policy.
+func (m *Manager) CreateKeySetWithPolicy(ctx context.Context, name string, s KeySetSettings, policyYAML []byte) (*KeySet, error) {
+	if !ValidKeySetName(name) {
+		return nil, fmt.Errorf("create key set %q: name must be a DNS label: %w", name, ErrInvalidArgument)
+	}
+	s = s.WithDefaults()
+	if err := s.Validate(); err != nil {
+		return nil, fmt.Errorf("create key set %q: %w", name, err)
+	}
+	if policyYAML != nil {
+		if err := checkPolicySize(policyYAML); err != nil {
+			return nil, fmt.Errorf("create key set %q: %w", name, err)
+		}
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	now := m.clock()
+	ks := &KeySet{Name: name, Settings: s, Created: now}
+	if policyYAML != nil {
+		ks.Policy, ks.PolicyVersion, ks.PolicyUpdated = slices.Clone(policyYAML), 1, now
+	}
+	first, err := m.newKey(ctx, ks, nil, 1, now, now)
+	if err != nil {
+		return nil, fmt.Errorf("create key set %q: %w", name, err)
+	}
+	if err := m.store.CreateKeySet(ctx, ks, first); err != nil {
+		return nil, fmt.Errorf("create key set %q: %w", name, err)
+	}
+	m.log.Info("key set created", "keyset", name, "kid", first.KID, "version", first.Version)
+	return ks.Clone(), nil
+}
+
+// KeySet returns the named key set.
+func (m *Manager) KeySet(ctx context.Context, name string) (*KeySet, error) {
+	if !ValidKeySetName(name) {
+		return nil, fmt.Errorf("key set %q: %w", name, ErrInvalidArgument)
+	}
+	ks, err := m.store.KeySet(ctx, name)
+	if err != nil {
+		return nil, fmt.Errorf("get key set %q: %w", name, err)
+	}
+	return ks, nil
+}
+
+// ListKeySets returns all key sets ordered by name.
+func (m *Manager) ListKeySets(ctx context.Context) ([]*KeySet, error) {
+	sets, err := m.store.KeySets(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list key sets: %w", err)
+	}
+	return sets, nil
+}
+
+// SetPolicy stores a new release policy document for keyset and returns its
+// version. The document is not parsed here; callers validate it with the
+// policy package first.
+func (m *Manager) SetPolicy(ctx context.Context, keyset string, policyYAML []byte) (int, error) {
+	if err := checkPolicySize(policyYAML); err != nil {
+		return 0, fmt.Errorf("set policy of %q: %w", keyset, err)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	ks, err := m.KeySet(ctx, keyset)
+	if err != nil {
+		return 0, fmt.Errorf("set policy: %w", err)
+	}
+	ks.Policy, ks.PolicyVersion, ks.PolicyUpdated = slices.Clone(policyYAML), ks.PolicyVersion+1, m.clock()
+	if err := m.store.UpdateKeySet(ctx, ks); err != nil {
+		return 0, fmt.Errorf("set policy of %q: %w", keyset, err)
+	}
+	m.log.Info("release policy set", "keyset", keyset, "policy_version", ks.PolicyVersion)
+	return ks.PolicyVersion, nil
+}
+
+func checkPolicySize(p []byte) error {
+	if len(p) == 0 {
+		return fmt.Errorf("empty policy: %w", ErrInvalidArgument)
+	}
+	if len(p) > MaxPolicySize {
+		return fmt.Errorf("policy is %d bytes, limit %d: %w", len(p), MaxPolicySize, ErrInvalidArgument)
+	}
+	return nil
+}
+
+// Rotate creates a key that is active now and retires the set's active keys
+// at once (Expires = now, DestroyAfter = now + retention). Pending keys keep
+// their schedule: enclaves may already have fetched them.
+func (m *Manager) Rotate(ctx context.Context, keyset string) (*Key, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	ks, err := m.KeySet(ctx, keyset)
+	if err != nil {
+		return nil, fmt.Errorf("rotate: %w", err)
+	}
+	keys, err := m.store.Keys(ctx, keyset)
+	if err != nil {
+		return nil, fmt.Errorf("rotate %q: %w", keyset, err)
+	}
+	now := m.clock()
+	var updates []*Key
+	for _, k := range keys {
+		// A disabled key that was active is retired too, so enabling it later
+		// does not bring back a key the operator rotated away from.
+		wasActive := k.State == StateActive || (k.State == StateDisabled && k.HeldState == StateActive)
+		if !wasActive {
+			continue
+		}
+		retire(k, now, ks.Settings.Retention)
+		updates = append(updates, k)
+	}
+	nk, err := m.newKey(ctx, ks, keys, nextVersion(keys), now, now)
+	if err != nil {
+		return nil, fmt.Errorf("rotate %q: %w", keyset, err)
+	}
+	if err := m.store.Commit(ctx, keyset, []*Key{nk}, updates); err != nil {
+		return nil, fmt.Errorf("rotate %q: %w", keyset, err)
+	}
+	m.log.Info("key set rotated", "keyset", keyset, "kid", nk.KID, "version", nk.Version, "retired", len(updates))
+	return nk.Clone(), nil
+}
+
+// retire ends k's active period at now, shortening (never extending) its
+// retention to now+retention.
+func retire(k *Key, now time.Time, retention time.Duration) {
+	if k.Expires.After(now) {
+		k.Expires = now
+	}
+	if d := now.Add(retention); k.DestroyAfter.After(d) {
+		k.DestroyAfter = d
+	}
+	if k.State == StateDisabled {
+		k.HeldState = StateRetired
+	} else {
+		k.State = StateRetired
+	}
+}
+
+// Tick performs one lifecycle step for every key set at Now: destroys keys
+// past DestroyAfter, retires expired keys, activates due pending keys, and
+// creates the next key once it is within the pending lead time of its
+// activation. Calling it again at the same time changes nothing. Errors of
+// one key set do not stop the others; they are joined.
+func (m *Manager) Tick(ctx context.Context) error {
+	sets, err := m.ListKeySets(ctx)
+	if err != nil {
+		return fmt.Errorf("tick: %w", err)
+	}
+	var errs []error
+	for _, ks := range sets {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if err := m.tickSet(ctx, ks.Name); err != nil {
+			errs = append(errs, fmt.Errorf("tick %q: %w", ks.Name, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (m *Manager) tickSet(ctx context.Context, name string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	ks, err := m.store.KeySet(ctx, name)
+	if err != nil {
+		return err
+	}
+	keys, err := m.store.Keys(ctx, name)
+	if err != nil {
+		return err
+	}
+	now := m.clock()
+	var updates []*Key
+	var from []State
+	for _, k := range keys {
+		prev := k.State
+		if advance(k, now) {
+			updates = append(updates, k)
+			from = append(from, prev)
+		}
+	}
+
+	// Schedule the successor of the newest key still ahead of retirement.
+	var latest *Key
+	for _, k := range keys {
+		if (k.State == StatePending || k.State == StateActive) && (latest == nil || k.Activates.After(latest.Activates)) {
+			latest = k
+		}
+	}
+	var create []*Key
+	var activates time.Time
+	switch {
+	case latest == nil:
+		// No usable key at all (first Tick after a long outage, or every
+		// key disabled): end users need one now.
+		activates = now
+	case !now.Before(latest.Activates.Add(ks.Settings.RotationPeriod - ks.Settings.PendingLead)):
+		activates = latest.Activates.Add(ks.Settings.RotationPeriod)
+		if activates.Before(now) {
+			activates = now
+		}
+	}
+	if !activates.IsZero() {
+		nk, err := m.newKey(ctx, ks, keys, nextVersion(keys), activates, now)
+		if err != nil {
+			return err
+		}
+		create = append(create, nk)
+	}
+	if len(create) == 0 && len(updates) == 0 {
+		return nil
+	}
+	if err := m.store.Commit(ctx, name, create, updates); err != nil {
+		return err
+	}
+	for i, k := range updates {
+		if k.State == StateDestroyed {
+			m.evict(k)
+		}
+		m.log.Info("key state changed", "keyset", name, "kid", k.KID, "version", k.Version, "from", from[i], "to", k.State)
+	}
+	for _, k := range create {
+		m.log.Info("key created", "keyset", name, "kid", k.KID, "version", k.Version, "state", k.State, "activates", k.Activates)
+	}
+	return nil
+}
+
+// advance moves k forward to the state its times call for at now and
+// reports whether it changed. Keys never move backwards. Disabled keys stay
+// on hold except that destruction happens on schedule: retention is a
+// promise about how long a key can decrypt, and a hold must not extend it.
+func advance(k *Key, now time.Time) bool {
+	switch k.State {
+	case StateDestroyed:
+		return false
+	case StateDisabled:
+		if !now.Before(k.DestroyAfter) {
+			destroy(k, now)
+			return true
+		}
+		return false
+	}
+	target := timedState(k, now)
+	if target.rank() <= k.State.rank() {
+		return false
+	}
+	if target == StateDestroyed {
+		destroy(k, now)
+	} else {
+		k.State = target
+	}
+	return true
+}
+
+// timedState is the state k's times call for at now.
+func timedState(k *Key, now time.Time) State {
+	switch {
+	case !now.Before(k.DestroyAfter):
+		return StateDestroyed
+	case !now.Before(k.Expires):
+		return StateRetired
+	case !now.Before(k.Activates):
+		return StateActive
+	}
+	return StatePending
+}
+
+// destroy erases k's sealed private key and keeps its metadata.
+func destroy(k *Key, now time.Time) {
+	k.Sealed = nil
+	k.State = StateDestroyed
+	k.HeldState = ""
+	k.Destroyed = now
+}
+
+func nextVersion(keys []*Key) uint64 {
+	var v uint64
+	for _, k := range keys {
+		v = max(v, k.Version)
+	}
+	return v + 1
+}
+
+// newKey generates and seals a key for ks. existing are the set's keys, used
+// to keep the RFC 9458 key identifier unique.
+func (m *Manager) newKey(ctx context.Context, ks *KeySet, existing []*Key, version uint64, activates, now time.Time) (*Key, error) {
+	kid, err := newKID(m.rand, usedKeyIDs(existing))
+	if err != nil {
+		return nil, err
+	}
+	// Go 1.26's ecdh.GenerateKey ignores its reader; derive the scalar from
+	// m.rand ourselves so Options.Rand governs all randomness. X25519
+	// accepts any 32 bytes (clamping happens inside).
+	priv := make([]byte, privateKeySize)
+	defer clear(priv)
+	if _, err := io.ReadFull(m.rand, priv); err != nil {
+		return nil, fmt.Errorf("generate private key: %w", err)
+	}
+	sk, err := ecdh.X25519().NewPrivateKey(priv)
+	if err != nil {
+		return nil, fmt.Errorf("generate private key: %w", err)
+	}
+	expires := activates.Add(ks.Settings.KeyLifetime)
+	k := &Key{
+		KeySet:       ks.Name,
+		KID:          kid,
+		Version:      version,
+		Suite:        SuiteX25519,
+		PublicKey:    sk.PublicKey().Bytes(),
+		State:        StatePending,
+		Created:      now,
+		Activates:    activates,
+		Expires:      expires,
+		DestroyAfter: expires.Add(ks.Settings.Retention),
+	}
+	if !now.Before(activates) {
+		k.State = StateActive
+	}
+	k.Sealed, err = seal(ctx, m.kek, m.rand, k, priv)
+	if err != nil {
+		return nil, fmt.Errorf("seal key %s v%d: %w", kid, version, err)
+	}
+	return k, nil
+}
+
+// RunRotation calls Tick now and then every interval until ctx is done. It
+// is the single-node scheduler; with several replicas only the elected
+// leader should run it.
+func (m *Manager) RunRotation(ctx context.Context, interval time.Duration) {
+	if interval <= 0 {
+		interval = time.Minute
+	}
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		if err := m.Tick(ctx); err != nil && ctx.Err() == nil {
+			m.log.Error("key rotation tick failed", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// ListKeys returns the keys of keyset ordered by version, destroyed ones
+// included.
+func (m *Manager) ListKeys(ctx context.Context, keyset string) ([]*Key, error) {
+	if !ValidKeySetName(keyset) {
+		return nil, fmt.Errorf("key set %q: %w", keyset, ErrInvalidArgument)
+	}
+	keys, err := m.store.Keys(ctx, keyset)
+	if err != nil {
+		return nil, fmt.Errorf("list keys of %q: %w", keyset, err)
+	}
+	return keys, nil
+}
+
+// Key returns the key with kid in keyset: the undestroyed one if any, else
+// the most recent destroyed one.
+func (m *Manager) Key(ctx context.Context, keyset, kid string) (*Key, error) {
+	if !ValidKeySetName(keyset) {
+		return nil, fmt.Errorf("key set %q: %w", keyset, ErrInvalidArgument)
+	}
+	if !ValidKID(kid) {
+		return nil, fmt.Errorf("kid must be 16 lowercase hex characters: %w", ErrInvalidArgument)
+	}
+	keys, err := m.store.KeysByKID(ctx, keyset, kid)
+	if err != nil {
+		return nil, fmt.Errorf("get key %s/%s: %w", keyset, kid, err)
+	}
+	if len(keys) == 0 {
+		return nil, fmt.Errorf("key %s/%s: %w", keyset, kid, ErrKeyNotFound)
+	}
+	for _, k := range slices.Backward(keys) {
+		if k.State != StateDestroyed {
+			return k, nil
+		}
+	}
+	return keys[len(keys)-1], nil
+}
+
+// SetState applies an operator state change (the Admin API's SetKeyState):
+//   - StateDisabled puts a pending, active or retired key on hold;
+//   - StateActive enables a disabled key: it returns to the state it was
+//     disabled in, advanced to Now (an active key whose expiry passed
+//     meanwhile comes back retired), so the result need not be active;
+//   - StateDestroyed erases the private key now, from any state.
+//
+// Pending, active and retired otherwise follow the schedule; asking for them
+// is ErrInvalidTransition. Repeating a change that already holds (disable a
+// disabled key, destroy a destroyed one, enable an active one) returns the
+// key unchanged.
+func (m *Manager) SetState(ctx context.Context, keyset, kid string, s State) (*Key, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	k, err := m.Key(ctx, keyset, kid)
+	if err != nil {
+		return nil, fmt.Errorf("set state: %w", err)
+	}
+	now := m.clock()
+	from := k.State
+	switch s {
+	case StateDisabled:
+		switch k.State {
+		case StateDisabled:
+			return k, nil
+		case StateDestroyed:
+			return nil, fmt.Errorf("disable %s/%s: %w", keyset, kid, ErrKeyDestroyed)
+		}
+		k.HeldState, k.State = k.State, StateDisabled
+	case StateDestroyed:
+		if k.State == StateDestroyed {
+			return k, nil
+		}
+		destroy(k, now)
+	case StateActive:
+		switch k.State {
+		case StateActive:
+			return k, nil
+		case StateDestroyed:
+			return nil, fmt.Errorf("enable %s/%s: %w", keyset, kid, ErrKeyDestroyed)
+		case StateDisabled:
+		default:
+			return nil, fmt.Errorf("enable %s/%s: key is %s, not disabled; activation follows the schedule: %w",
+				keyset, kid, k.State, ErrInvalidTransition)
+		}
+		resume := k.HeldState
+		if resume != StatePending && resume != StateActive && resume != StateRetired {
+			// A hold without a valid remembered state (corrupt record)
+			// resumes from the earliest state; advance moves it on.
+			resume = StatePending
+		}
+		k.State, k.HeldState = resume, ""
+		advance(k, now)
+	case StatePending, StateRetired:
+		return nil, fmt.Errorf("set state of %s/%s to %s: follows the schedule, not set by operators: %w", keyset, kid, s, ErrInvalidTransition)
+	default:
+		return nil, fmt.Errorf("set state of %s/%s to %q: %w", keyset, kid, s, ErrInvalidArgument)
+	}
+	if err := m.store.Commit(ctx, keyset, nil, []*Key{k}); err != nil {
+		return nil, fmt.Errorf("set state of %s/%s: %w", keyset, kid, err)
+	}
+	if k.State == StateDisabled || k.State == StateDestroyed {
+		// Fewer plaintext copies while a key is on hold or gone.
+		m.evict(k)
+	}
+	m.log.Info("key state set by operator", "keyset", keyset, "kid", kid, "version", k.Version, "from", from, "to", k.State)
+	return k.Clone(), nil
+}
+
+// Disable puts a key on hold: nothing is released until Enable.
+func (m *Manager) Disable(ctx context.Context, keyset, kid string) (*Key, error) {
+	return m.SetState(ctx, keyset, kid, StateDisabled)
+}
+
+// Enable lifts a hold (SetState with StateActive); the returned key shows the
+// state it resumed, which is retired if it expired meanwhile.
+func (m *Manager) Enable(ctx context.Context, keyset, kid string) (*Key, error) {
+	return m.SetState(ctx, keyset, kid, StateActive)
+}
+
+// Destroy erases a key's sealed private key now.
+func (m *Manager) Destroy(ctx context.Context, keyset, kid string) (*Key, error) {
+	return m.SetState(ctx, keyset, kid, StateDestroyed)
+}
+
+// PrivateKey returns the raw 32-byte X25519 private key of keyset/kid if the
+// key is releasable now. The key state is read from the store on every call
+// (so a disable takes effect at once); the unsealed key is cached, so only
+// the first call per key version costs a KEK call. The caller owns the
+// returned slice and should zero it after use.
+func (m *Manager) PrivateKey(ctx context.Context, keyset, kid string) ([]byte, error) {
+	k, err := m.Key(ctx, keyset, kid)
+	if err != nil {
+		return nil, fmt.Errorf("private key: %w", err)
+	}
+	switch {
+	case k.State == StateDisabled:
+		m.evict(k)
+		return nil, fmt.Errorf("private key %s/%s: %w", keyset, kid, ErrKeyDisabled)
+	case k.State == StateDestroyed:
+		m.evict(k)
+		return nil, fmt.Errorf("private key %s/%s: %w", keyset, kid, ErrKeyDestroyed)
+	case !k.Releasable(m.clock()):
+		return nil, fmt.Errorf("private key %s/%s: retention ended: %w", keyset, kid, ErrKeyNotReleasable)
+	}
+	ck := cacheKey{k.KeySet, k.KID, k.Version}
+	m.cacheMu.Lock()
+	priv, ok := m.cache[ck]
+	m.cacheMu.Unlock()
+	if ok {
+		return slices.Clone(priv), nil
+	}
+	// Unseal outside the lock: a slow KEK must not block cached releases.
+	// Concurrent first calls may unseal twice; the first stored wins.
+	priv, err = unseal(ctx, m.kek, k)
+	if err != nil {
+		return nil, fmt.Errorf("private key: %w", err)
+	}
+	m.cacheMu.Lock()
+	if cur, ok := m.cache[ck]; ok {
+		clear(priv)
+		priv = cur
+	} else {
+		m.cache[ck] = priv
+	}
+	out := slices.Clone(priv)
+	m.cacheMu.Unlock()
+	return out, nil
+}
+
+func (m *Manager) evict(k *Key) {
+	ck := cacheKey{k.KeySet, k.KID, k.Version}
+	m.cacheMu.Lock()
+	defer m.cacheMu.Unlock()
+	if priv, ok := m.cache[ck]; ok {
+		clear(priv)
+		delete(m.cache, ck)
+	}
+}
+
+// ClearCache zeroes and drops every cached private key, e.g. at shutdown.
+func (m *Manager) ClearCache() {
+	m.cacheMu.Lock()
+	defer m.cacheMu.Unlock()
+	for ck, priv := range m.cache {
+		clear(priv)
+		delete(m.cache, ck)
+	}
+}
+
+// ActivePublicKeys returns the keys to advertise to end users: active and
+// within [Activates, Expires) at Now, from the named key sets or, with none
+// named, from all. Sealed is stripped. Ordered by key set, newest first.
+func (m *Manager) ActivePublicKeys(ctx context.Context, keysets ...string) ([]*Key, error) {
+	if len(keysets) == 0 {
+		sets, err := m.ListKeySets(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("active public keys: %w", err)
+		}
+		for _, ks := range sets {
+			keysets = append(keysets, ks.Name)
+		}
+	}
+	now := m.clock()
+	var out []*Key
+	for _, name := range keysets {
+		keys, err := m.ListKeys(ctx, name)
+		if err != nil {
+			return nil, fmt.Errorf("active public keys: %w", err)
+		}
+		for _, k := range keys {
+			// Check the times too: if Tick is late, an expired key must not
+			// be advertised just because its state was not updated yet.
+			if k.State == StateActive && timedState(k, now) == StateActive {
+				k.Sealed = nil
+				out = append(out, k)
+			}
+		}
+	}
+	slices.SortStableFunc(out, func(a, b *Key) int {
+		return cmp.Or(cmp.Compare(a.KeySet, b.KeySet), b.Activates.Compare(a.Activates), cmp.Compare(b.Version, a.Version))
+	})
+	return out, nil
+}
