@@ -1,0 +1,297 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/attested-kms/attested-kms/policy"
+	kmsv1 "github.com/attested-kms/attested-kms/proto/kms/v1"
+)
+
+// adminFlags are the connection settings of every admin command.
+type adminFlags struct {
+	socket string
+	output string
+}
+
+func (a *adminFlags) register(cmd *cobra.Command) {
+	def := os.Getenv("KMS_ADMIN_SOCKET")
+	if def == "" {
+		def = "admin.sock"
+	}
+	cmd.PersistentFlags().StringVar(&a.socket, "socket", def, "admin Unix socket of the server (env KMS_ADMIN_SOCKET)")
+	cmd.PersistentFlags().StringVarP(&a.output, "output", "o", "table", "output format: table or json")
+}
+
+// client dials the admin socket. The socket's file mode is the access
+// control in this version, so the connection itself is not encrypted.
+func (a *adminFlags) client() (kmsv1.AdminClient, func(), error) {
+	if err := checkFormat(a.output); err != nil {
+		return nil, nil, err
+	}
+	if _, err := os.Stat(a.socket); err != nil {
+		return nil, nil, fmt.Errorf("admin socket: %w (is kms serve running? set --socket)", err)
+	}
+	conn, err := grpc.NewClient("unix://"+a.socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, nil, fmt.Errorf("admin socket: %w", err)
+	}
+	return kmsv1.NewAdminClient(conn), func() { conn.Close() }, nil
+}
+
+func printJSON(w io.Writer, m proto.Message) error {
+	b, err := protojson.MarshalOptions{Multiline: true, Indent: "  ", EmitUnpopulated: true}.Marshal(m)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintln(w, string(b))
+	return err
+}
+
+func ts(t interface{ AsTime() time.Time }) string {
+	return t.AsTime().UTC().Format(time.RFC3339)
+}
+
+func printKeys(w io.Writer, keys []*kmsv1.KeyInfo) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "KEYSET\tKID\tVERSION\tKEY ID\tSTATE\tACTIVATES\tEXPIRES\tDESTROY AFTER")
+	for _, k := range keys {
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%s\t%s\t%s\n", k.GetKeyset(), k.GetKid(), k.GetVersion(), k.GetOhttpKeyId(),
+			stateName(k.GetState()), ts(k.GetActivatesAt()), ts(k.GetExpiresAt()), ts(k.GetDestroyAfter()))
+	}
+	tw.Flush()
+}
+
+func stateName(s kmsv1.KeyState) string {
+	switch s {
+	case kmsv1.KeyState_KEY_STATE_PENDING:
+		return "pending"
+	case kmsv1.KeyState_KEY_STATE_ACTIVE:
+		return "active"
+	case kmsv1.KeyState_KEY_STATE_RETIRED:
+		return "retired"
+	case kmsv1.KeyState_KEY_STATE_DISABLED:
+		return "disabled"
+	case kmsv1.KeyState_KEY_STATE_DESTROYED:
+		return "destroyed"
+	}
+	return "unknown"
+}
+
+func newKeysCmd() *cobra.Command {
+	a := &adminFlags{}
+	cmd := &cobra.Command{Use: "keys", Short: "List, rotate, disable, enable and destroy keys (admin socket)"}
+	a.register(cmd)
+	var keyset string
+	cmd.PersistentFlags().StringVar(&keyset, "keyset", "default", "key set")
+
+	list := &cobra.Command{
+		Use: "list", Short: "List the key set's keys", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, done, err := a.client()
+			if err != nil {
+				return err
+			}
+			defer done()
+			resp, err := c.ListKeys(cmd.Context(), &kmsv1.ListKeysRequest{Keyset: keyset})
+			if err != nil {
+				return err
+			}
+			if a.output == "json" {
+				return printJSON(cmd.OutOrStdout(), resp)
+			}
+			printKeys(cmd.OutOrStdout(), resp.GetKeys())
+			return nil
+		},
+	}
+	rotate := &cobra.Command{
+		Use: "rotate", Short: "Create a new active key now and retire the current one", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, done, err := a.client()
+			if err != nil {
+				return err
+			}
+			defer done()
+			k, err := c.RotateKeys(cmd.Context(), &kmsv1.RotateKeysRequest{Keyset: keyset})
+			if err != nil {
+				return err
+			}
+			if a.output == "json" {
+				return printJSON(cmd.OutOrStdout(), k)
+			}
+			printKeys(cmd.OutOrStdout(), []*kmsv1.KeyInfo{k})
+			return nil
+		},
+	}
+	setState := func(use, short string, state kmsv1.KeyState) *cobra.Command {
+		return &cobra.Command{
+			Use: use + " KID", Short: short, Args: cobra.ExactArgs(1),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				c, done, err := a.client()
+				if err != nil {
+					return err
+				}
+				defer done()
+				k, err := c.SetKeyState(cmd.Context(), &kmsv1.SetKeyStateRequest{Keyset: keyset, Kid: args[0], State: state})
+				if err != nil {
+					return err
+				}
+				if a.output == "json" {
+					return printJSON(cmd.OutOrStdout(), k)
+				}
+				printKeys(cmd.OutOrStdout(), []*kmsv1.KeyInfo{k})
+				return nil
+			},
+		}
+	}
+	cmd.AddCommand(list, rotate,
+		setState("disable", "Hold a key: nothing is released while it is disabled", kmsv1.KeyState_KEY_STATE_DISABLED),
+		setState("enable", "Lift a hold: the key returns to the state it had", kmsv1.KeyState_KEY_STATE_ACTIVE),
+		setState("destroy", "Erase the sealed private key (irreversible)", kmsv1.KeyState_KEY_STATE_DESTROYED))
+	return cmd
+}
+
+func newKeySetsCmd() *cobra.Command {
+	a := &adminFlags{}
+	cmd := &cobra.Command{Use: "keysets", Short: "Create and list key sets (admin socket)"}
+	a.register(cmd)
+	var policyFile string
+	var rotation, lifetime, lead, retention time.Duration
+	create := &cobra.Command{
+		Use: "create NAME", Short: "Create a key set with its release policy and first key", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			pol, err := os.ReadFile(policyFile)
+			if err != nil {
+				return err
+			}
+			c, done, err := a.client()
+			if err != nil {
+				return err
+			}
+			defer done()
+			ks, err := c.CreateKeySet(cmd.Context(), &kmsv1.CreateKeySetRequest{
+				Name: args[0], Policy: pol,
+				Settings: &kmsv1.KeySetSettings{
+					RotationPeriodSeconds: int64(rotation / time.Second), KeyLifetimeSeconds: int64(lifetime / time.Second),
+					PendingLeadSeconds: int64(lead / time.Second), RetentionSeconds: int64(retention / time.Second),
+				},
+			})
+			if err != nil {
+				return err
+			}
+			return printJSON(cmd.OutOrStdout(), ks)
+		},
+	}
+	create.Flags().StringVar(&policyFile, "policy", "", "release policy YAML (required)")
+	create.Flags().DurationVar(&rotation, "rotation-period", 0, "interval between key activations (default: server's)")
+	create.Flags().DurationVar(&lifetime, "key-lifetime", 0, "how long a key stays active")
+	create.Flags().DurationVar(&lead, "pending-lead", 0, "how long before activation a key is published")
+	create.Flags().DurationVar(&retention, "retention", 0, "how long a retired key stays releasable")
+	_ = create.MarkFlagRequired("policy")
+	list := &cobra.Command{
+		Use: "list", Short: "List key sets", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, done, err := a.client()
+			if err != nil {
+				return err
+			}
+			defer done()
+			resp, err := c.ListKeySets(cmd.Context(), &kmsv1.ListKeySetsRequest{})
+			if err != nil {
+				return err
+			}
+			if a.output == "json" {
+				return printJSON(cmd.OutOrStdout(), resp)
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "NAME\tPOLICY VERSION\tROTATION\tLIFETIME\tRETENTION\tCREATED")
+			for _, ks := range resp.GetKeysets() {
+				s := ks.GetSettings()
+				fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\n", ks.GetName(), ks.GetPolicyVersion(),
+					time.Duration(s.GetRotationPeriodSeconds())*time.Second, time.Duration(s.GetKeyLifetimeSeconds())*time.Second,
+					time.Duration(s.GetRetentionSeconds())*time.Second, ts(ks.GetCreatedAt()))
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.AddCommand(create, list)
+	return cmd
+}
+
+func newPolicyCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "policy", Short: "Validate, read and set release policies"}
+	validate := &cobra.Command{
+		Use: "validate FILE", Short: "Check a release policy file", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			b, err := os.ReadFile(args[0])
+			if err != nil {
+				return err
+			}
+			p, err := policy.Parse(b)
+			if err != nil {
+				return &exitError{code: 2, err: fmt.Errorf("%s: invalid policy: %w", args[0], err)}
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s: valid (%d rules)\n", args[0], len(p.RuleNames()))
+			return nil
+		},
+	}
+	a := &adminFlags{}
+	var keyset string
+	get := &cobra.Command{
+		Use: "get", Short: "Print the key set's current policy", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, done, err := a.client()
+			if err != nil {
+				return err
+			}
+			defer done()
+			resp, err := c.GetPolicy(cmd.Context(), &kmsv1.GetPolicyRequest{Keyset: keyset})
+			if err != nil {
+				return err
+			}
+			if a.output == "json" {
+				return printJSON(cmd.OutOrStdout(), resp)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "# key set %s, policy version %d\n%s", keyset, resp.GetVersion(), resp.GetPolicy())
+			return nil
+		},
+	}
+	set := &cobra.Command{
+		Use: "set FILE", Short: "Replace the key set's policy (validated first)", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			b, err := os.ReadFile(args[0])
+			if err != nil {
+				return err
+			}
+			if _, err := policy.Parse(b); err != nil {
+				return &exitError{code: 2, err: fmt.Errorf("%s: invalid policy: %w", args[0], err)}
+			}
+			c, done, err := a.client()
+			if err != nil {
+				return err
+			}
+			defer done()
+			resp, err := c.SetPolicy(cmd.Context(), &kmsv1.SetPolicyRequest{Keyset: keyset, Policy: b})
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "key set %s: policy version %d\n", keyset, resp.GetVersion())
+			return nil
+		},
+	}
+	for _, c := range []*cobra.Command{get, set} {
+		a.register(c)
+		c.Flags().StringVar(&keyset, "keyset", "default", "key set")
+	}
+	cmd.AddCommand(validate, get, set)
+	return cmd
+}

@@ -1,0 +1,272 @@
+// Package config loads the `kms serve` configuration file. It only parses
+// and checks the document; turning it into running components is the
+// server package's job.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// MaxFileSize bounds the configuration file; a larger one is a mistake.
+const MaxFileSize = 1 << 20
+
+// Config is the whole `kms serve` configuration. Relative paths are
+// resolved against the directory of the configuration file.
+type Config struct {
+	Listen      Listen      `yaml:"listen"`
+	TLS         TLS         `yaml:"tls"`
+	Store       Store       `yaml:"store"`
+	KEK         string      `yaml:"kek"`
+	Nonce       Nonce       `yaml:"nonce"`
+	Tokens      Tokens      `yaml:"tokens"`
+	Attestation Attestation `yaml:"attestation"`
+	Limits      Limits      `yaml:"limits"`
+	Rotation    Rotation    `yaml:"rotation"`
+	KeySets     []KeySet    `yaml:"keysets"`
+}
+
+// Listen holds the addresses the server binds.
+type Listen struct {
+	// GRPC serves the key-release API (TLS).
+	GRPC string `yaml:"grpc"`
+	// HTTP serves public keys and health endpoints (TLS unless disabled).
+	HTTP string `yaml:"http"`
+	// AdminSocket is the Unix socket of the admin API, created with mode 0600.
+	AdminSocket string `yaml:"admin_socket"`
+}
+
+// TLS configures the server certificate. TLS is on unless Disabled is set,
+// which is meant only for tests behind a TLS-terminating proxy.
+type TLS struct {
+	Cert     string `yaml:"cert"`
+	Key      string `yaml:"key"`
+	Disabled bool   `yaml:"disabled"`
+}
+
+// Store selects the storage backend.
+type Store struct {
+	Bolt string `yaml:"bbolt"`
+}
+
+// Nonce configures the challenge secret. The secret is kept sealed under
+// the KEK, never in plaintext on disk.
+type Nonce struct {
+	SealedSecretFile string   `yaml:"sealed_secret_file"`
+	Lifetime         Duration `yaml:"lifetime"`
+}
+
+// Tokens lists the identity providers whose access tokens are accepted.
+type Tokens struct {
+	ClockSkew Duration `yaml:"clock_skew"`
+	Issuers   []Issuer `yaml:"issuers"`
+}
+
+// Issuer is one accepted token issuer.
+type Issuer struct {
+	Issuer     string   `yaml:"issuer"`
+	Discovery  string   `yaml:"discovery"`
+	JWKSURL    string   `yaml:"jwks_url"`
+	Audiences  []string `yaml:"audiences"`
+	Algorithms []string `yaml:"algorithms"`
+}
+
+// Attestation configures evidence verification.
+type Attestation struct {
+	SEVSNP SEVSNP `yaml:"sev_snp"`
+}
+
+// SEVSNP configures SEV-SNP verification.
+type SEVSNP struct {
+	// TestRootsFile names a PEM file of test ARK/ASK certificates (the
+	// simulator's). Development only: with it set, the KMS accepts
+	// simulated evidence. Genuine AMD roots are always trusted.
+	TestRootsFile string `yaml:"test_roots_file"`
+	// CheckRevocation fetches and checks AMD's CRL.
+	CheckRevocation bool `yaml:"check_revocation"`
+}
+
+// Limits bound what one request may cost.
+type Limits struct {
+	MaxRequestBytes int `yaml:"max_request_bytes"`
+}
+
+// Rotation configures the single-node rotation timer.
+type Rotation struct {
+	TickInterval Duration `yaml:"tick_interval"`
+}
+
+// KeySet is a key set the server makes sure exists at start.
+type KeySet struct {
+	Name           string   `yaml:"name"`
+	PolicyFile     string   `yaml:"policy_file"`
+	RotationPeriod Duration `yaml:"rotation_period"`
+	KeyLifetime    Duration `yaml:"key_lifetime"`
+	PendingLead    Duration `yaml:"pending_lead"`
+	Retention      Duration `yaml:"retention"`
+}
+
+// Duration is a time.Duration written as "5m" in YAML.
+type Duration time.Duration
+
+// UnmarshalYAML implements yaml.Unmarshaler.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	var s string
+	if err := n.Decode(&s); err != nil {
+		return err
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("line %d: %w", n.Line, err)
+	}
+	if v < 0 {
+		return fmt.Errorf("line %d: negative duration %s", n.Line, s)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalYAML implements yaml.Marshaler.
+func (d Duration) MarshalYAML() (any, error) { return time.Duration(d).String(), nil }
+
+// Defaults applied by Load.
+const (
+	DefaultGRPC            = "127.0.0.1:8443"
+	DefaultHTTP            = "127.0.0.1:8080"
+	DefaultMaxRequestBytes = 64 << 10
+	DefaultTickInterval    = time.Minute
+)
+
+// Load reads, defaults and validates a configuration file.
+func Load(path string) (*Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	c, err := Parse(b)
+	if err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	abs, err := filepath.Abs(filepath.Dir(path))
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	c.resolve(abs)
+	return c, nil
+}
+
+// Parse decodes and validates a configuration document.
+func Parse(b []byte) (*Config, error) {
+	if len(b) > MaxFileSize {
+		return nil, fmt.Errorf("larger than %d bytes", MaxFileSize)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	var c Config
+	if err := dec.Decode(&c); err != nil {
+		return nil, fmt.Errorf("parsing: %w", err)
+	}
+	c.setDefaults()
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+func (c *Config) setDefaults() {
+	if c.Listen.GRPC == "" {
+		c.Listen.GRPC = DefaultGRPC
+	}
+	if c.Listen.HTTP == "" {
+		c.Listen.HTTP = DefaultHTTP
+	}
+	if c.Limits.MaxRequestBytes == 0 {
+		c.Limits.MaxRequestBytes = DefaultMaxRequestBytes
+	}
+	if c.Rotation.TickInterval == 0 {
+		c.Rotation.TickInterval = Duration(DefaultTickInterval)
+	}
+}
+
+// Validate checks the fields that have no safe default.
+func (c *Config) Validate() error {
+	var errs []error
+	if !c.TLS.Disabled && (c.TLS.Cert == "" || c.TLS.Key == "") {
+		errs = append(errs, errors.New("tls.cert and tls.key are required unless tls.disabled is true"))
+	}
+	if c.Store.Bolt == "" {
+		errs = append(errs, errors.New("store.bbolt is required"))
+	}
+	if c.KEK == "" {
+		errs = append(errs, errors.New("kek is required"))
+	}
+	if c.Nonce.SealedSecretFile == "" {
+		errs = append(errs, errors.New("nonce.sealed_secret_file is required"))
+	}
+	if c.Listen.AdminSocket == "" {
+		errs = append(errs, errors.New("listen.admin_socket is required"))
+	}
+	if len(c.Tokens.Issuers) == 0 {
+		errs = append(errs, errors.New("tokens.issuers: at least one issuer is required"))
+	}
+	for i, is := range c.Tokens.Issuers {
+		if is.Issuer == "" {
+			errs = append(errs, fmt.Errorf("tokens.issuers[%d].issuer is required", i))
+		}
+		if (is.Discovery == "") == (is.JWKSURL == "") {
+			errs = append(errs, fmt.Errorf("tokens.issuers[%d]: set exactly one of discovery and jwks_url", i))
+		}
+		if len(is.Audiences) == 0 {
+			errs = append(errs, fmt.Errorf("tokens.issuers[%d].audiences: at least one audience is required", i))
+		}
+	}
+	if c.Limits.MaxRequestBytes < 4096 {
+		errs = append(errs, fmt.Errorf("limits.max_request_bytes %d is too small for a report and its certificates", c.Limits.MaxRequestBytes))
+	}
+	seen := map[string]bool{}
+	for i, ks := range c.KeySets {
+		if ks.Name == "" {
+			errs = append(errs, fmt.Errorf("keysets[%d].name is required", i))
+		}
+		if seen[ks.Name] {
+			errs = append(errs, fmt.Errorf("keysets[%d]: duplicate name %q", i, ks.Name))
+		}
+		seen[ks.Name] = true
+	}
+	return errors.Join(errs...)
+}
+
+func (c *Config) resolve(dir string) {
+	abs := func(p *string) {
+		if *p != "" && !filepath.IsAbs(*p) {
+			*p = filepath.Join(dir, *p)
+		}
+	}
+	abs(&c.TLS.Cert)
+	abs(&c.TLS.Key)
+	abs(&c.Store.Bolt)
+	abs(&c.Nonce.SealedSecretFile)
+	abs(&c.Listen.AdminSocket)
+	abs(&c.Attestation.SEVSNP.TestRootsFile)
+	for i := range c.KeySets {
+		abs(&c.KeySets[i].PolicyFile)
+	}
+	if p, ok := localKEKPath(c.KEK); ok && !filepath.IsAbs(p) {
+		c.KEK = "local://" + filepath.Join(dir, p)
+	}
+}
+
+// localKEKPath returns the path of a local:// KEK URI.
+func localKEKPath(uri string) (string, bool) {
+	const scheme = "local://"
+	if len(uri) > len(scheme) && uri[:len(scheme)] == scheme {
+		return uri[len(scheme):], true
+	}
+	return "", false
+}

@@ -1,0 +1,213 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/attested-kms/attested-kms/keystore"
+	"github.com/attested-kms/attested-kms/policy"
+	kmsv1 "github.com/attested-kms/attested-kms/proto/kms/v1"
+)
+
+// AdminService implements kmsv1.AdminServer. In protocol version 1 it is
+// reachable only through a Unix socket with mode 0600, so the caller is
+// whoever may open that file; every call is logged.
+type AdminService struct {
+	kmsv1.UnimplementedAdminServer
+	keys     *keystore.Manager
+	defaults keystore.KeySetSettings
+	log      *slog.Logger
+}
+
+// NewAdminService wraps the key manager. defaults fill the zero fields of
+// CreateKeySet settings.
+func NewAdminService(keys *keystore.Manager, defaults keystore.KeySetSettings, log *slog.Logger) *AdminService {
+	return &AdminService{keys: keys, defaults: defaults, log: log}
+}
+
+func (a *AdminService) audit(ctx context.Context, call string, err error, attrs ...slog.Attr) {
+	attrs = append(attrs, slog.String("call", call))
+	if err != nil {
+		attrs = append(attrs, slog.String("outcome", "error"), slog.String("error", err.Error()))
+	} else {
+		attrs = append(attrs, slog.String("outcome", "ok"))
+	}
+	a.log.LogAttrs(ctx, slog.LevelInfo, "admin", attrs...)
+}
+
+// CreateKeySet implements kmsv1.AdminServer.
+func (a *AdminService) CreateKeySet(ctx context.Context, req *kmsv1.CreateKeySetRequest) (*kmsv1.KeySet, error) {
+	ks, err := a.createKeySet(ctx, req)
+	a.audit(ctx, "CreateKeySet", err, slog.String("keyset", req.GetName()))
+	if err != nil {
+		return nil, grpcStatus(err)
+	}
+	return keySetToProto(ks), nil
+}
+
+func (a *AdminService) createKeySet(ctx context.Context, req *kmsv1.CreateKeySetRequest) (*keystore.KeySet, error) {
+	if len(req.GetPolicy()) == 0 {
+		return nil, refuse(codes.InvalidArgument, ReasonBadRequest, "a release policy is required: a key set without one would release nothing")
+	}
+	if _, err := policy.Parse(req.GetPolicy()); err != nil {
+		return nil, refuseErr(codes.InvalidArgument, ReasonBadRequest, err)
+	}
+	s := settingsFromProto(req.GetSettings(), a.defaults)
+	ks, err := a.keys.CreateKeySetWithPolicy(ctx, req.GetName(), s, req.GetPolicy())
+	if err != nil {
+		return nil, adminStoreError(err)
+	}
+	return ks, nil
+}
+
+// ListKeySets implements kmsv1.AdminServer.
+func (a *AdminService) ListKeySets(ctx context.Context, _ *kmsv1.ListKeySetsRequest) (*kmsv1.ListKeySetsResponse, error) {
+	sets, err := a.keys.ListKeySets(ctx)
+	if err != nil {
+		return nil, grpcStatus(adminStoreError(err))
+	}
+	resp := &kmsv1.ListKeySetsResponse{}
+	for _, ks := range sets {
+		resp.Keysets = append(resp.Keysets, keySetToProto(ks))
+	}
+	return resp, nil
+}
+
+// RotateKeys implements kmsv1.AdminServer.
+func (a *AdminService) RotateKeys(ctx context.Context, req *kmsv1.RotateKeysRequest) (*kmsv1.KeyInfo, error) {
+	k, err := a.keys.Rotate(ctx, req.GetKeyset())
+	var kid string
+	if k != nil {
+		kid = k.KID
+	}
+	a.audit(ctx, "RotateKeys", err, slog.String("keyset", req.GetKeyset()), slog.String("kid", kid))
+	if err != nil {
+		return nil, grpcStatus(adminStoreError(err))
+	}
+	return keyToProto(k), nil
+}
+
+// ListKeys implements kmsv1.AdminServer.
+func (a *AdminService) ListKeys(ctx context.Context, req *kmsv1.ListKeysRequest) (*kmsv1.ListKeysResponse, error) {
+	keys, err := a.keys.ListKeys(ctx, req.GetKeyset())
+	if err != nil {
+		return nil, grpcStatus(adminStoreError(err))
+	}
+	resp := &kmsv1.ListKeysResponse{}
+	for _, k := range keys {
+		resp.Keys = append(resp.Keys, keyToProto(k))
+	}
+	return resp, nil
+}
+
+// SetKeyState implements kmsv1.AdminServer.
+func (a *AdminService) SetKeyState(ctx context.Context, req *kmsv1.SetKeyStateRequest) (*kmsv1.KeyInfo, error) {
+	var (
+		k   *keystore.Key
+		err error
+	)
+	switch req.GetState() {
+	case kmsv1.KeyState_KEY_STATE_DISABLED:
+		k, err = a.keys.SetState(ctx, req.GetKeyset(), req.GetKid(), keystore.StateDisabled)
+	case kmsv1.KeyState_KEY_STATE_ACTIVE:
+		k, err = a.keys.Enable(ctx, req.GetKeyset(), req.GetKid())
+	case kmsv1.KeyState_KEY_STATE_DESTROYED:
+		k, err = a.keys.SetState(ctx, req.GetKeyset(), req.GetKid(), keystore.StateDestroyed)
+	default:
+		err = refuse(codes.InvalidArgument, ReasonBadRequest, "state must be DISABLED, ACTIVE (enable) or DESTROYED")
+	}
+	a.audit(ctx, "SetKeyState", err, slog.String("keyset", req.GetKeyset()), slog.String("kid", req.GetKid()), slog.String("state", req.GetState().String()))
+	if err != nil {
+		return nil, grpcStatus(adminStoreError(err))
+	}
+	return keyToProto(k), nil
+}
+
+// SetPolicy implements kmsv1.AdminServer.
+func (a *AdminService) SetPolicy(ctx context.Context, req *kmsv1.SetPolicyRequest) (*kmsv1.SetPolicyResponse, error) {
+	v, err := a.setPolicy(ctx, req)
+	a.audit(ctx, "SetPolicy", err, slog.String("keyset", req.GetKeyset()), slog.Int("version", v))
+	if err != nil {
+		return nil, grpcStatus(err)
+	}
+	return &kmsv1.SetPolicyResponse{Version: int64(v)}, nil
+}
+
+func (a *AdminService) setPolicy(ctx context.Context, req *kmsv1.SetPolicyRequest) (int, error) {
+	if _, err := policy.Parse(req.GetPolicy()); err != nil {
+		return 0, refuseErr(codes.InvalidArgument, ReasonBadRequest, err)
+	}
+	v, err := a.keys.SetPolicy(ctx, req.GetKeyset(), req.GetPolicy())
+	if err != nil {
+		return 0, adminStoreError(err)
+	}
+	return v, nil
+}
+
+// GetPolicy implements kmsv1.AdminServer.
+func (a *AdminService) GetPolicy(ctx context.Context, req *kmsv1.GetPolicyRequest) (*kmsv1.GetPolicyResponse, error) {
+	ks, err := a.keys.KeySet(ctx, req.GetKeyset())
+	if err != nil {
+		return nil, grpcStatus(adminStoreError(err))
+	}
+	return &kmsv1.GetPolicyResponse{Policy: ks.Policy, Version: int64(ks.PolicyVersion)}, nil
+}
+
+func adminStoreError(err error) error {
+	var d *decisionError
+	if errors.As(err, &d) {
+		return d
+	}
+	switch {
+	case errors.Is(err, keystore.ErrAlreadyExists):
+		return refuseErr(codes.AlreadyExists, ReasonBadRequest, err)
+	case errors.Is(err, keystore.ErrInvalidArgument):
+		return refuseErr(codes.InvalidArgument, ReasonBadRequest, err)
+	case errors.Is(err, keystore.ErrInvalidTransition):
+		return refuseErr(codes.FailedPrecondition, ReasonKeyNotReleasable, err)
+	}
+	return storeError(err)
+}
+
+func settingsFromProto(p *kmsv1.KeySetSettings, d keystore.KeySetSettings) keystore.KeySetSettings {
+	pick := func(v int64, def time.Duration) time.Duration {
+		if v > 0 {
+			return time.Duration(v) * time.Second
+		}
+		return def
+	}
+	d.RotationPeriod = pick(p.GetRotationPeriodSeconds(), d.RotationPeriod)
+	d.KeyLifetime = pick(p.GetKeyLifetimeSeconds(), d.KeyLifetime)
+	d.PendingLead = pick(p.GetPendingLeadSeconds(), d.PendingLead)
+	d.Retention = pick(p.GetRetentionSeconds(), d.Retention)
+	return d
+}
+
+func keySetToProto(ks *keystore.KeySet) *kmsv1.KeySet {
+	return &kmsv1.KeySet{
+		Name: ks.Name,
+		Settings: &kmsv1.KeySetSettings{
+			RotationPeriodSeconds: int64(ks.Settings.RotationPeriod / time.Second),
+			KeyLifetimeSeconds:    int64(ks.Settings.KeyLifetime / time.Second),
+			PendingLeadSeconds:    int64(ks.Settings.PendingLead / time.Second),
+			RetentionSeconds:      int64(ks.Settings.Retention / time.Second),
+		},
+		PolicyVersion: int64(ks.PolicyVersion),
+		CreatedAt:     timestamppb.New(ks.Created),
+	}
+}
+
+func keyToProto(k *keystore.Key) *kmsv1.KeyInfo {
+	return &kmsv1.KeyInfo{
+		Keyset: k.KeySet, Kid: k.KID, Version: k.Version, OhttpKeyId: uint32(k.OHTTPKeyID()),
+		Suite: k.Suite, PublicKey: k.PublicKey, State: stateToProto(k.State),
+		CreatedAt: timestamppb.New(k.Created), ActivatesAt: timestamppb.New(k.Activates),
+		ExpiresAt: timestamppb.New(k.Expires), DestroyAfter: timestamppb.New(k.DestroyAfter),
+		KekUri: k.KEKURI(),
+	}
+}

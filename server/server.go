@@ -1,0 +1,376 @@
+// Package server wires the key-release service together from its parts:
+// configuration, key store, KEK provider, token and evidence verifiers,
+// and the gRPC and HTTP listeners.
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+
+	"github.com/attested-kms/attested-kms/attestation"
+	"github.com/attested-kms/attested-kms/attestation/sevsnp"
+	"github.com/attested-kms/attested-kms/challenge"
+	"github.com/attested-kms/attested-kms/config"
+	"github.com/attested-kms/attested-kms/keystore"
+	"github.com/attested-kms/attested-kms/keystore/boltstore"
+	"github.com/attested-kms/attested-kms/keystore/kek"
+	"github.com/attested-kms/attested-kms/policy"
+	kmsv1 "github.com/attested-kms/attested-kms/proto/kms/v1"
+	"github.com/attested-kms/attested-kms/token"
+)
+
+// NonceSecretAAD binds the sealed nonce secret to its purpose, so a wrapped
+// data key from elsewhere cannot be swapped in.
+var nonceSecretAAD = []byte("attested-kms/v1 nonce-secret")
+
+// SealNonceSecret makes a fresh nonce secret sealed under the KEK.
+func SealNonceSecret(ctx context.Context, p kek.Provider) ([]byte, error) {
+	secret := make([]byte, challenge.SecretSize)
+	if _, err := rand.Read(secret); err != nil {
+		return nil, fmt.Errorf("nonce secret: %w", err)
+	}
+	defer clear(secret)
+	sealed, err := p.Wrap(ctx, secret, nonceSecretAAD)
+	if err != nil {
+		return nil, fmt.Errorf("sealing nonce secret: %w", err)
+	}
+	return sealed, nil
+}
+
+func openNonceSecret(ctx context.Context, p kek.Provider, path string) ([]byte, error) {
+	sealed, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("nonce secret: %w", err)
+	}
+	secret, err := p.Unwrap(ctx, sealed, nonceSecretAAD)
+	if err != nil {
+		return nil, fmt.Errorf("unsealing nonce secret %s: %w", path, err)
+	}
+	return secret, nil
+}
+
+// Server is a running KMS.
+type Server struct {
+	cfg     *config.Config
+	log     *slog.Logger
+	store   *boltstore.Store
+	keys    *keystore.Manager
+	release *ReleaseService
+	admin   *AdminService
+	public  http.Handler
+
+	grpcSrv  *grpc.Server
+	adminSrv *grpc.Server
+	httpSrv  *http.Server
+
+	// Addresses bound, known after Start (useful with port 0 in tests).
+	GRPCAddr, HTTPAddr, AdminSocket string
+}
+
+// New builds a server from its configuration: it opens the store and KEK,
+// unseals every key set's keys once (refusing to start if it cannot), and
+// prepares the verifiers. It does not listen yet.
+func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, error) {
+	provider, err := kek.Open(ctx, cfg.KEK)
+	if err != nil {
+		return nil, fmt.Errorf("opening KEK %s: %w", cfg.KEK, err)
+	}
+	store, err := boltstore.Open(cfg.Store.Bolt)
+	if err != nil {
+		return nil, fmt.Errorf("opening store: %w", err)
+	}
+	s, err := newWithStore(ctx, cfg, log, store, provider)
+	if err != nil {
+		_ = store.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func newWithStore(ctx context.Context, cfg *config.Config, log *slog.Logger, store *boltstore.Store, provider kek.Provider) (*Server, error) {
+	keys := keystore.NewManager(store, provider, keystore.Options{Logger: log})
+	if err := ensureKeySets(ctx, keys, cfg.KeySets); err != nil {
+		return nil, err
+	}
+	if err := warmKeys(ctx, keys); err != nil {
+		return nil, fmt.Errorf("refusing to start: %w", err)
+	}
+	secret, err := openNonceSecret(ctx, provider, cfg.Nonce.SealedSecretFile)
+	if err != nil {
+		return nil, err
+	}
+	nonces, err := challenge.NewIssuer(secret, challenge.Options{Lifetime: time.Duration(cfg.Nonce.Lifetime)})
+	clear(secret)
+	if err != nil {
+		return nil, err
+	}
+	tokens, err := newTokenVerifier(ctx, cfg.Tokens)
+	if err != nil {
+		return nil, err
+	}
+	snp, err := newSNPVerifier(cfg.Attestation.SEVSNP)
+	if err != nil {
+		return nil, err
+	}
+	rel, err := NewReleaseService(ReleaseDeps{
+		Keys: keys, Tokens: tokens, Nonces: nonces, Logger: log, Rand: rand.Reader,
+		Evidence: map[attestation.Platform]EvidenceVerifier{attestation.PlatformSEVSNP: snp},
+	})
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, log: log, store: store, keys: keys, release: rel,
+		admin: NewAdminService(keys, keysetDefaults(cfg), log)}
+	s.public = NewPublicHandler(keys, s.ready, log, time.Now)
+	return s, nil
+}
+
+func newTokenVerifier(ctx context.Context, c config.Tokens) (*token.Verifier, error) {
+	tc := token.Config{ClockSkew: time.Duration(c.ClockSkew)}
+	for _, is := range c.Issuers {
+		tc.Issuers = append(tc.Issuers, token.IssuerConfig{
+			Issuer: is.Issuer, Discovery: is.Discovery, JWKSURL: is.JWKSURL,
+			Audiences: is.Audiences, Algorithms: is.Algorithms,
+		})
+	}
+	v, err := token.NewVerifier(ctx, tc)
+	if err != nil {
+		return nil, fmt.Errorf("token verifier: %w", err)
+	}
+	return v, nil
+}
+
+func newSNPVerifier(c config.SEVSNP) (EvidenceVerifier, error) {
+	opts := sevsnp.Options{CheckRevocation: c.CheckRevocation}
+	if c.TestRootsFile != "" {
+		pem, err := os.ReadFile(c.TestRootsFile)
+		if err != nil {
+			return nil, fmt.Errorf("sev-snp test roots: %w", err)
+		}
+		opts.TestRootsPEM = pem
+	}
+	v, err := sevsnp.NewVerifier(opts)
+	if err != nil {
+		return nil, fmt.Errorf("sev-snp verifier: %w", err)
+	}
+	return v, nil
+}
+
+func keysetDefaults(cfg *config.Config) keystore.KeySetSettings {
+	return keystore.DefaultKeySetSettings()
+}
+
+// ensureKeySets creates configured key sets that do not exist yet.
+func ensureKeySets(ctx context.Context, keys *keystore.Manager, sets []config.KeySet) error {
+	for _, c := range sets {
+		if _, err := keys.KeySet(ctx, c.Name); err == nil {
+			continue
+		} else if !errors.Is(err, keystore.ErrKeySetNotFound) {
+			return fmt.Errorf("key set %q: %w", c.Name, err)
+		}
+		settings := keystore.DefaultKeySetSettings()
+		override := func(dst *time.Duration, v config.Duration) {
+			if v > 0 {
+				*dst = time.Duration(v)
+			}
+		}
+		override(&settings.RotationPeriod, c.RotationPeriod)
+		override(&settings.KeyLifetime, c.KeyLifetime)
+		override(&settings.PendingLead, c.PendingLead)
+		override(&settings.Retention, c.Retention)
+		if c.PolicyFile == "" {
+			return fmt.Errorf("key set %q does not exist and has no policy_file to create it with", c.Name)
+		}
+		pol, err := os.ReadFile(c.PolicyFile)
+		if err != nil {
+			return fmt.Errorf("key set %q: %w", c.Name, err)
+		}
+		if _, err := policy.Parse(pol); err != nil {
+			return fmt.Errorf("key set %q: policy %s: %w", c.Name, c.PolicyFile, err)
+		}
+		if _, err := keys.CreateKeySetWithPolicy(ctx, c.Name, settings, pol); err != nil {
+			return fmt.Errorf("creating key set %q: %w", c.Name, err)
+		}
+	}
+	return nil
+}
+
+// warmKeys unseals every releasable key once. A KMS that cannot unseal its
+// keys must say so at start, not at the first release.
+func warmKeys(ctx context.Context, keys *keystore.Manager) error {
+	sets, err := keys.ListKeySets(ctx)
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	for _, ks := range sets {
+		list, err := keys.ListKeys(ctx, ks.Name)
+		if err != nil {
+			return err
+		}
+		for _, k := range list {
+			if !k.Releasable(now) {
+				continue
+			}
+			if _, err := keys.PrivateKey(ctx, ks.Name, k.KID); err != nil {
+				return fmt.Errorf("unsealing key %s/%s: %w", ks.Name, k.KID, err)
+			}
+		}
+	}
+	return nil
+}
+
+// ready reports whether releases can be served.
+func (s *Server) ready(ctx context.Context) error {
+	if _, err := s.keys.ListKeySets(ctx); err != nil {
+		return storeError(err)
+	}
+	return nil
+}
+
+// Start binds the listeners and serves in the background.
+func (s *Server) Start(ctx context.Context) error {
+	var tlsCfg *tls.Config
+	if !s.cfg.TLS.Disabled {
+		cert, err := tls.LoadX509KeyPair(s.cfg.TLS.Cert, s.cfg.TLS.Key)
+		if err != nil {
+			return fmt.Errorf("loading TLS certificate: %w", err)
+		}
+		tlsCfg = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
+
+	adminLis, err := listenUnix(s.cfg.Listen.AdminSocket)
+	if err != nil {
+		return err
+	}
+	grpcLis, err := net.Listen("tcp", s.cfg.Listen.GRPC)
+	if err != nil {
+		adminLis.Close()
+		return fmt.Errorf("listening for gRPC: %w", err)
+	}
+	httpLis, err := net.Listen("tcp", s.cfg.Listen.HTTP)
+	if err != nil {
+		adminLis.Close()
+		grpcLis.Close()
+		return fmt.Errorf("listening for HTTP: %w", err)
+	}
+	s.GRPCAddr, s.HTTPAddr, s.AdminSocket = grpcLis.Addr().String(), httpLis.Addr().String(), s.cfg.Listen.AdminSocket
+
+	opts := []grpc.ServerOption{
+		grpc.MaxRecvMsgSize(s.cfg.Limits.MaxRequestBytes),
+		grpc.MaxSendMsgSize(1 << 20),
+		grpc.ConnectionTimeout(10 * time.Second),
+	}
+	if tlsCfg != nil {
+		opts = append(opts, grpc.Creds(credentials.NewTLS(tlsCfg)))
+	}
+	s.grpcSrv = grpc.NewServer(opts...)
+	kmsv1.RegisterKeyReleaseServer(s.grpcSrv, s.release)
+	s.adminSrv = grpc.NewServer(grpc.MaxRecvMsgSize(1 << 20))
+	kmsv1.RegisterAdminServer(s.adminSrv, s.admin)
+
+	s.httpSrv = &http.Server{
+		Handler:           http.MaxBytesHandler(s.public, 4096),
+		TLSConfig:         tlsCfg,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      10 * time.Second,
+		IdleTimeout:       60 * time.Second,
+		MaxHeaderBytes:    16 << 10,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+	go func() { _ = s.grpcSrv.Serve(grpcLis) }()
+	go func() { _ = s.adminSrv.Serve(adminLis) }()
+	go func() {
+		var err error
+		if tlsCfg != nil {
+			err = s.httpSrv.ServeTLS(httpLis, "", "")
+		} else {
+			err = s.httpSrv.Serve(httpLis)
+		}
+		if err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.log.Error("http server stopped", "error", err)
+		}
+	}()
+	go s.keys.RunRotation(ctx, time.Duration(s.cfg.Rotation.TickInterval))
+	s.log.Info("kms serving", "grpc", s.GRPCAddr, "http", s.HTTPAddr, "admin_socket", s.AdminSocket, "tls", tlsCfg != nil)
+	return nil
+}
+
+// Stop shuts the listeners down, letting in-flight calls finish briefly.
+func (s *Server) Stop() {
+	var wg sync.WaitGroup
+	for _, g := range []*grpc.Server{s.grpcSrv, s.adminSrv} {
+		if g == nil {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			stopped := make(chan struct{})
+			go func() { g.GracefulStop(); close(stopped) }()
+			select {
+			case <-stopped:
+			case <-time.After(5 * time.Second):
+				g.Stop()
+			}
+		}()
+	}
+	if s.httpSrv != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_ = s.httpSrv.Shutdown(ctx)
+		cancel()
+	}
+	wg.Wait()
+	_ = s.store.Close()
+	if s.AdminSocket != "" {
+		_ = os.Remove(s.AdminSocket)
+	}
+}
+
+// listenUnix creates the admin socket readable and writable by the owner
+// only. The umask is narrowed around bind so there is no moment at which
+// the socket exists with wider permissions.
+func listenUnix(path string) (net.Listener, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("admin socket directory: %w", err)
+	}
+	if fi, err := os.Lstat(path); err == nil {
+		if fi.Mode()&os.ModeSocket == 0 {
+			return nil, fmt.Errorf("admin socket %s exists and is not a socket", path)
+		}
+		// A stale socket from a previous run; a live server would still hold it.
+		if c, err := net.Dial("unix", path); err == nil {
+			c.Close()
+			return nil, fmt.Errorf("admin socket %s is in use by another server", path)
+		}
+		if err := os.Remove(path); err != nil {
+			return nil, fmt.Errorf("removing stale admin socket: %w", err)
+		}
+	}
+	old := syscall.Umask(0o177)
+	l, err := net.Listen("unix", path)
+	syscall.Umask(old)
+	if err != nil {
+		return nil, fmt.Errorf("listening on admin socket: %w", err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		l.Close()
+		return nil, fmt.Errorf("admin socket mode: %w", err)
+	}
+	return l, nil
+}
