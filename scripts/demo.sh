@@ -36,9 +36,9 @@ AUDIENCE="api://attested-kms"
 step "starting a development OIDC issuer (Azure AD stand-in) on loopback"
 "$BIN/dev-oidc-issuer" --addr 127.0.0.1:0 >"$WORK/issuer.log" 2>&1 &
 PIDS+=($!)
-wait_for_line "$WORK/issuer.log" '^issuer: '
-ISSUER=$(sed -n 's/^issuer: //p' "$WORK/issuer.log" | head -1)
-BASE=$(sed -n 's/^url: //p' "$WORK/issuer.log" | head -1)
+wait_for_line "$WORK/issuer.log" 'msg=serving'
+BASE=$(head -1 "$WORK/issuer.log")
+ISSUER=$(sed -n 's/.*msg=serving issuer=\([^ ]*\).*/\1/p' "$WORK/issuer.log" | head -1)
 echo "issuer $ISSUER (discovery and IMDS endpoint at $BASE)"
 
 step "kms init: configuration, self-signed TLS certificate, local KEK, key set 'default'"

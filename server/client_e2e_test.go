@@ -42,7 +42,7 @@ type tokenFunc func(context.Context) (string, error)
 
 func (f tokenFunc) Token(ctx context.Context) (string, error) { return f(ctx) }
 
-func (e *env) tlsConfig(t *testing.T) *tls.Config {
+func (e *env) tlsConfig(t testing.TB) *tls.Config {
 	pool := x509.NewCertPool()
 	pemBytes, err := os.ReadFile(filepath.Join(e.dir, "tls.crt"))
 	if err != nil {
@@ -52,7 +52,7 @@ func (e *env) tlsConfig(t *testing.T) *tls.Config {
 	return &tls.Config{RootCAs: pool}
 }
 
-func (e *env) client(t *testing.T, measurement []byte, wrap client.WrapAlgorithm) (*client.Client, *countingEvidence) {
+func (e *env) client(t testing.TB, measurement []byte, wrap client.WrapAlgorithm) (*client.Client, *countingEvidence) {
 	conn, err := grpc.NewClient(e.srv.GRPCAddr, grpc.WithTransportCredentials(credentials.NewTLS(e.tlsConfig(t))))
 	if err != nil {
 		t.Fatal(err)

@@ -26,6 +26,9 @@ const DefaultKeySet = "default"
 // often even when keys live long, and see a disabled key go away.
 const maxPublicKeyAge = time.Hour
 
+// emptyListAge is the cache lifetime of an empty key list.
+const emptyListAge = time.Minute
+
 // ListPublicKeys implements kmsv1.KeyReleaseServer. It lists pending and
 // active keys: enclaves fetch a pending key before end users encrypt to it.
 func (s *ReleaseService) ListPublicKeys(ctx context.Context, req *kmsv1.ListPublicKeysRequest) (*kmsv1.ListPublicKeysResponse, error) {
@@ -112,6 +115,10 @@ func (h *PublicHandler) activeKeys(w http.ResponseWriter, r *http.Request) ([]*k
 		if left := k.Expires.Sub(now); left < maxAge {
 			maxAge = max(left, 0)
 		}
+	}
+	if len(active) == 0 {
+		// Nothing to encrypt to yet: let clients look again soon.
+		maxAge = emptyListAge
 	}
 	w.Header().Set("Cache-Control", "max-age="+strconv.Itoa(int(math.Floor(maxAge.Seconds()))))
 	return active, true

@@ -293,6 +293,8 @@ func storeError(err error) *decisionError {
 		return refuseErr(codes.FailedPrecondition, ReasonKeyDisabled, err)
 	case errors.Is(err, keystore.ErrKeyDestroyed), errors.Is(err, keystore.ErrKeyNotReleasable):
 		return refuseErr(codes.FailedPrecondition, ReasonKeyNotReleasable, err)
+	case errors.Is(err, keystore.ErrInvalidArgument):
+		return refuseErr(codes.InvalidArgument, ReasonBadRequest, err)
 	case keystore.IsUnavailable(err):
 		return refuse(codes.Unavailable, ReasonUnavailable, "key store or KEK provider unavailable; retry later")
 	default:

@@ -250,7 +250,6 @@ type attempt struct {
 	wrapAlg    kmsv1.WrappingAlgorithm
 	wrapPub    []byte
 	wrapPriv   []byte
-	rsaPriv    *rsa.PrivateKey
 	fields     simulate.ReportFields
 	signer     *simulate.Signer
 	reportData *[64]byte

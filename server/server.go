@@ -18,6 +18,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/google/go-sev-guest/verify/trust"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
@@ -122,7 +123,7 @@ func newWithStore(ctx context.Context, cfg *config.Config, log *slog.Logger, sto
 	if err != nil {
 		return nil, err
 	}
-	snp, err := newSNPVerifier(cfg.Attestation.SEVSNP)
+	snp, err := newSNPVerifier(cfg.Attestation.SEVSNP, log)
 	if err != nil {
 		return nil, err
 	}
@@ -154,8 +155,13 @@ func newTokenVerifier(ctx context.Context, c config.Tokens) (*token.Verifier, er
 	return v, nil
 }
 
-func newSNPVerifier(c config.SEVSNP) (EvidenceVerifier, error) {
+func newSNPVerifier(c config.SEVSNP, log *slog.Logger) (EvidenceVerifier, error) {
 	opts := sevsnp.Options{CheckRevocation: c.CheckRevocation}
+	if c.CheckRevocation {
+		// AMD's KDS serves the CRL; fetching is wired here, not in the
+		// verifier, so the leaf package stays free of network I/O.
+		opts.Getter = trust.DefaultHTTPSGetter()
+	}
 	if c.TestRootsFile != "" {
 		pem, err := os.ReadFile(c.TestRootsFile)
 		if err != nil {
@@ -166,6 +172,9 @@ func newSNPVerifier(c config.SEVSNP) (EvidenceVerifier, error) {
 	v, err := sevsnp.NewVerifier(opts)
 	if err != nil {
 		return nil, fmt.Errorf("sev-snp verifier: %w", err)
+	}
+	if v.TrustsTestRoots() {
+		log.Warn("DEVELOPMENT ONLY: SEV-SNP test roots are trusted; simulated evidence will be accepted", "file", c.TestRootsFile)
 	}
 	return v, nil
 }
@@ -233,6 +242,10 @@ func warmKeys(ctx context.Context, keys *keystore.Manager) error {
 	}
 	return nil
 }
+
+// ReleaseService returns the release service, for in-process callers such
+// as benchmarks.
+func (s *Server) ReleaseService() *ReleaseService { return s.release }
 
 // ready reports whether releases can be served.
 func (s *Server) ready(ctx context.Context) error {

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
@@ -45,15 +46,14 @@ func main() {
 
 // describe adds the KMS's machine-readable reason to a gRPC error.
 func describe(err error) string {
-	st, ok := status.FromError(errors.Unwrap(err))
-	for e := err; !ok && e != nil; e = errors.Unwrap(e) {
-		st, ok = status.FromError(e)
-	}
+	// FromError finds a status anywhere in the chain, including inside
+	// errors.Join, and keeps its details.
+	st, ok := status.FromError(err)
 	if !ok {
 		return err.Error()
 	}
 	for _, d := range st.Details() {
-		if info, ok := d.(interface{ GetReason() string }); ok {
+		if info, ok := d.(*errdetails.ErrorInfo); ok {
 			return fmt.Sprintf("%s (code %s, reason %s)", err, st.Code(), info.GetReason())
 		}
 	}
