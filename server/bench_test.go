@@ -16,7 +16,7 @@ import (
 // prepared is one valid release request; benchmarks replay it, which the
 // protocol allows within the nonce's lifetime (the answer is wrapped to the
 // same wrapping key, so a replay gains nothing).
-func prepared(b *testing.B, e *env) (*kmsv1.ReleaseKeyRequest, string) {
+func prepared(b testing.TB, e *env) (*kmsv1.ReleaseKeyRequest, string) {
 	b.Helper()
 	tok := e.token()
 	ch, err := e.rel.GetChallenge(withToken(context.Background(), tok), &kmsv1.GetChallengeRequest{})

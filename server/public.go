@@ -101,7 +101,9 @@ func (h *PublicHandler) activeKeys(w http.ResponseWriter, r *http.Request) ([]*k
 	var active []*keystore.Key
 	maxAge := maxPublicKeyAge
 	for _, k := range keys {
-		if k.State != keystore.StateActive {
+		// Stored times decide, so a late rotation tick never publishes an
+		// expired key.
+		if k.State != keystore.StateActive || now.Before(k.Activates) || !now.Before(k.Expires) {
 			continue
 		}
 		// Publish only keys whose sealed private key opens and matches the

@@ -52,8 +52,8 @@ var (
 	minTCB          = attestation.TCBParts{Bootloader: 3, TEE: 0, SNP: 8, Microcode: 115}
 )
 
-// Generating a simulated AMD chain costs two RSA-4096 keys; the tests share
-// two of them: one the KMS trusts and one it does not.
+// The trusted simulator chain is the committed fixture (generating one costs
+// two RSA-4096 keys); the untrusted one is generated once per test binary.
 var signers struct {
 	once              sync.Once
 	trusted, stranger *simulate.Signer
@@ -63,7 +63,12 @@ var signers struct {
 func testSigners(t testing.TB) (*simulate.Signer, *simulate.Signer) {
 	t.Helper()
 	signers.once.Do(func() {
-		signers.trusted, signers.err = simulate.NewSigner(rand.Reader, "Milan")
+		pemBytes, err := os.ReadFile("../test/fixtures/sevsnp/simulator-milan.pem")
+		if err != nil {
+			signers.err = err
+			return
+		}
+		signers.trusted, signers.err = simulate.LoadSigner(pemBytes)
 		if signers.err == nil {
 			signers.stranger, signers.err = simulate.NewSigner(rand.Reader, "Milan")
 		}
