@@ -157,8 +157,11 @@ func (c *Client) Key(ctx context.Context, kid string) (*Key, error) {
 	c.mu.Unlock()
 
 	// The release runs detached from this caller's cancellation so other
-	// waiters are not failed by one impatient caller; it keeps the deadline.
-	f.key, f.err = c.release(context.WithoutCancel(ctx), kid)
+	// waiters are not failed by one impatient caller, but always under a
+	// deadline so a stalled KMS cannot hold every waiter forever.
+	rctx, cancel := releaseContext(ctx)
+	f.key, f.err = c.release(rctx, kid)
+	cancel()
 	c.mu.Lock()
 	delete(c.inflight, kid)
 	if f.err == nil {
@@ -168,6 +171,17 @@ func (c *Client) Key(ctx context.Context, kid string) (*Key, error) {
 	c.mu.Unlock()
 	close(f.done)
 	return f.key, f.err
+}
+
+// DefaultReleaseTimeout bounds one release when the caller set no deadline.
+const DefaultReleaseTimeout = time.Minute
+
+func releaseContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		deadline = time.Now().Add(DefaultReleaseTimeout)
+	}
+	return context.WithDeadline(context.WithoutCancel(ctx), deadline)
 }
 
 // Prefetch releases every pending and active key of the key set, so

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -307,6 +308,7 @@ func (s *ReleaseService) platforms() string {
 	for p := range s.evidence {
 		names = append(names, string(p))
 	}
+	slices.Sort(names)
 	return strings.Join(names, ", ")
 }
 

@@ -135,7 +135,7 @@ func newWithStore(ctx context.Context, cfg *config.Config, log *slog.Logger, sto
 		return nil, err
 	}
 	s := &Server{cfg: cfg, log: log, store: store, keys: keys, release: rel,
-		admin: NewAdminService(keys, keysetDefaults(cfg), log)}
+		admin: NewAdminService(keys, keystore.DefaultKeySetSettings(), log)}
 	s.public = NewPublicHandler(keys, s.ready, log, time.Now)
 	return s, nil
 }
@@ -177,10 +177,6 @@ func newSNPVerifier(c config.SEVSNP, log *slog.Logger) (EvidenceVerifier, error)
 		log.Warn("DEVELOPMENT ONLY: SEV-SNP test roots are trusted; simulated evidence will be accepted", "file", c.TestRootsFile)
 	}
 	return v, nil
-}
-
-func keysetDefaults(cfg *config.Config) keystore.KeySetSettings {
-	return keystore.DefaultKeySetSettings()
 }
 
 // ensureKeySets creates configured key sets that do not exist yet.

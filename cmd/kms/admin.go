@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"os"
@@ -94,64 +95,46 @@ func newKeysCmd() *cobra.Command {
 	var keyset string
 	cmd.PersistentFlags().StringVar(&keyset, "keyset", "default", "key set")
 
-	list := &cobra.Command{
-		Use: "list", Short: "List the key set's keys", Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, done, err := a.client()
-			if err != nil {
-				return err
-			}
-			defer done()
-			resp, err := c.ListKeys(cmd.Context(), &kmsv1.ListKeysRequest{Keyset: keyset})
-			if err != nil {
-				return err
-			}
-			if a.output == "json" {
-				return printJSON(cmd.OutOrStdout(), resp)
-			}
-			printKeys(cmd.OutOrStdout(), resp.GetKeys())
-			return nil
-		},
-	}
-	rotate := &cobra.Command{
-		Use: "rotate", Short: "Create a new active key now and retire the current one", Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, done, err := a.client()
-			if err != nil {
-				return err
-			}
-			defer done()
-			k, err := c.RotateKeys(cmd.Context(), &kmsv1.RotateKeysRequest{Keyset: keyset})
-			if err != nil {
-				return err
-			}
-			if a.output == "json" {
-				return printJSON(cmd.OutOrStdout(), k)
-			}
-			printKeys(cmd.OutOrStdout(), []*kmsv1.KeyInfo{k})
-			return nil
-		},
-	}
-	setState := func(use, short string, state kmsv1.KeyState) *cobra.Command {
+	// keysCommand runs one admin call that answers with keys and prints
+	// them as a table or JSON.
+	keysCommand := func(use, short string, args cobra.PositionalArgs,
+		call func(ctx context.Context, c kmsv1.AdminClient, args []string) (proto.Message, []*kmsv1.KeyInfo, error)) *cobra.Command {
 		return &cobra.Command{
-			Use: use + " KID", Short: short, Args: cobra.ExactArgs(1),
+			Use: use, Short: short, Args: args,
 			RunE: func(cmd *cobra.Command, args []string) error {
 				c, done, err := a.client()
 				if err != nil {
 					return err
 				}
 				defer done()
-				k, err := c.SetKeyState(cmd.Context(), &kmsv1.SetKeyStateRequest{Keyset: keyset, Kid: args[0], State: state})
+				msg, keys, err := call(cmd.Context(), c, args)
 				if err != nil {
 					return err
 				}
 				if a.output == "json" {
-					return printJSON(cmd.OutOrStdout(), k)
+					return printJSON(cmd.OutOrStdout(), msg)
 				}
-				printKeys(cmd.OutOrStdout(), []*kmsv1.KeyInfo{k})
+				printKeys(cmd.OutOrStdout(), keys)
 				return nil
 			},
 		}
+	}
+	list := keysCommand("list", "List the key set's keys", cobra.NoArgs,
+		func(ctx context.Context, c kmsv1.AdminClient, _ []string) (proto.Message, []*kmsv1.KeyInfo, error) {
+			resp, err := c.ListKeys(ctx, &kmsv1.ListKeysRequest{Keyset: keyset})
+			return resp, resp.GetKeys(), err
+		})
+	rotate := keysCommand("rotate", "Create a new active key now and retire the current one", cobra.NoArgs,
+		func(ctx context.Context, c kmsv1.AdminClient, _ []string) (proto.Message, []*kmsv1.KeyInfo, error) {
+			k, err := c.RotateKeys(ctx, &kmsv1.RotateKeysRequest{Keyset: keyset})
+			return k, []*kmsv1.KeyInfo{k}, err
+		})
+	setState := func(use, short string, state kmsv1.KeyState) *cobra.Command {
+		return keysCommand(use+" KID", short, cobra.ExactArgs(1),
+			func(ctx context.Context, c kmsv1.AdminClient, args []string) (proto.Message, []*kmsv1.KeyInfo, error) {
+				k, err := c.SetKeyState(ctx, &kmsv1.SetKeyStateRequest{Keyset: keyset, Kid: args[0], State: state})
+				return k, []*kmsv1.KeyInfo{k}, err
+			})
 	}
 	cmd.AddCommand(list, rotate,
 		setState("disable", "Hold a key: nothing is released while it is disabled", kmsv1.KeyState_KEY_STATE_DISABLED),
