@@ -19,8 +19,21 @@ const (
 	// ReasonCollateral: certificates, CRLs or other collateral needed to
 	// verify could not be obtained.
 	ReasonCollateral Reason = "EVIDENCE_COLLATERAL_UNAVAILABLE"
+	// ReasonCollateralExpired: collateral (CRL, TCB info, QE identity) is
+	// at hand but past its next-update time or not yet valid.
+	ReasonCollateralExpired Reason = "EVIDENCE_COLLATERAL_EXPIRED"
 	// ReasonUnsupported: the evidence type or version is not supported.
 	ReasonUnsupported Reason = "EVIDENCE_UNSUPPORTED"
+	// ReasonInconsistent: the parts of composite evidence do not agree
+	// (HCL runtime data vs. its hash in the hardware report, PCR values
+	// vs. the quoted digest, user-data vs. qualifying data, TD report vs.
+	// TD quote).
+	ReasonInconsistent Reason = "EVIDENCE_INCONSISTENT"
+	// ReasonTCB: the platform's TCB level is unknown to the vendor's TCB
+	// information (no TCB info for the FMSPC, no matching level) or the
+	// QE identity does not match. An out-of-date but known TCB level is
+	// not an error here: it is a claim (TDXClaims.TCBStatus) for policy.
+	ReasonTCB Reason = "EVIDENCE_TCB_UNSUPPORTED"
 )
 
 // Error is a verification failure with its Reason. Messages never contain

@@ -31,9 +31,22 @@ type TokenVerifier interface {
 }
 
 // EvidenceVerifier checks one kind of evidence and returns its claims.
-// report and certificates are the two byte fields of kmsv1.Evidence.
-type EvidenceVerifier interface {
-	Verify(ctx context.Context, report, certificates []byte) (*attestation.Claims, error)
+type EvidenceVerifier = attestation.Verifier
+
+// evidenceOf converts the wire form. The byte slices alias the request;
+// verifiers copy what they keep.
+func evidenceOf(ev *kmsv1.Evidence) *attestation.Evidence {
+	out := &attestation.Evidence{
+		Type:         attestation.Platform(ev.GetType()),
+		Report:       ev.GetReport(),
+		Certificates: ev.GetCertificates(),
+		TDQuote:      ev.GetTdQuote(),
+		Document:     ev.GetDocument(),
+	}
+	if q := ev.GetTpmQuote(); q != nil {
+		out.TPMQuote = &attestation.TPMQuote{Message: q.GetMessage(), Signature: q.GetSignature(), PCRs: q.GetPcrs()}
+	}
+	return out
 }
 
 // ReleaseService implements kmsv1.KeyReleaseServer.
@@ -162,7 +175,7 @@ func (s *ReleaseService) release(ctx context.Context, req *kmsv1.ReleaseKeyReque
 		return nil, refuseErr(code, string(challenge.ReasonOf(err)), err)
 	}
 
-	claims, err := verifier.Verify(ctx, ev.GetReport(), ev.GetCertificates())
+	claims, err := verifier.Verify(ctx, evidenceOf(ev))
 	if err != nil {
 		reason := attestation.ReasonOf(err)
 		code := codes.PermissionDenied

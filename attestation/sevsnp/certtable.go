@@ -2,8 +2,10 @@ package sevsnp
 
 import (
 	"bytes"
+	"crypto/x509"
 	"encoding/binary"
 	"encoding/hex"
+	"encoding/pem"
 	"fmt"
 	"strings"
 
@@ -111,4 +113,30 @@ func chainOf(entries []abi.CertTableEntry) *spb.CertificateChain {
 		}
 	}
 	return chain
+}
+
+// CertTableFromVCEK encodes an endorsement key certificate as a certificate
+// table holding only a VCEK entry, for evidence that carries the VCEK
+// outside an extended report (Azure's THIM, Confidential Containers'
+// "vcek" field). cert may be DER or PEM; with PEM the first CERTIFICATE
+// block is the VCEK and any following ones (ASK, ARK) are ignored, because
+// the chain comes from the configured roots. The certificate is not
+// verified here.
+func CertTableFromVCEK(cert []byte) ([]byte, error) {
+	der := cert
+	if block, _ := pem.Decode(cert); block != nil {
+		if block.Type != "CERTIFICATE" {
+			return nil, fmt.Errorf("sevsnp: VCEK PEM block is %q, want CERTIFICATE", block.Type)
+		}
+		der = block.Bytes
+	}
+	if _, err := x509.ParseCertificate(der); err != nil {
+		return nil, fmt.Errorf("sevsnp: parse VCEK certificate: %w", err)
+	}
+	var t abi.CertTable
+	var e abi.CertTableEntry
+	copy(e.GUID[:], guidVCEK[:])
+	e.RawCert = bytes.Clone(der)
+	t.Entries = append(t.Entries, e)
+	return t.Marshal(), nil
 }

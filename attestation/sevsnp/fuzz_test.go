@@ -47,7 +47,7 @@ func FuzzVerify(f *testing.F) {
 	}
 	ctx := context.Background()
 	f.Fuzz(func(t *testing.T, r, tab []byte) {
-		claims, err := v.Verify(ctx, r, tab)
+		claims, err := v.VerifyReport(ctx, r, tab)
 		if err != nil {
 			if attestation.ReasonOf(err) == "" {
 				t.Fatalf("error without reason: %v", err)

@@ -122,7 +122,16 @@ func NewVerifier(opts Options) (*Verifier, error) {
 // loudly, in production.
 func (v *Verifier) TrustsTestRoots() bool { return v.testRoots }
 
-// Verify checks a raw attestation report (abi.ReportSize bytes) and the
+// Verify implements attestation.Verifier for sev-snp evidence: the report
+// and the certificate table of an extended report.
+func (v *Verifier) Verify(ctx context.Context, ev *attestation.Evidence) (*attestation.Claims, error) {
+	if ev == nil || ev.Type != attestation.PlatformSEVSNP {
+		return nil, attestation.Errorf(attestation.ReasonUnsupported, errors.New("sevsnp: not sev-snp evidence"))
+	}
+	return v.VerifyReport(ctx, ev.Report, ev.Certificates)
+}
+
+// VerifyReport checks a raw attestation report (abi.ReportSize bytes) and the
 // certificate table of an extended report (SNP_GET_EXT_REPORT, configfs-tsm
 // auxblob; may be empty when the Verifier has a Getter to fetch the VCEK
 // from AMD's KDS). Only the VCEK or VLEK is taken from the table: the ARK
@@ -135,7 +144,7 @@ func (v *Verifier) TrustsTestRoots() bool { return v.testRoots }
 // valid at the verification time), ReasonSignature (report signature wrong,
 // unsigned report, or report not bound to its certificate's TCB and chip),
 // ReasonRevoked.
-func (v *Verifier) Verify(ctx context.Context, report, certTable []byte) (*attestation.Claims, error) {
+func (v *Verifier) VerifyReport(ctx context.Context, report, certTable []byte) (*attestation.Claims, error) {
 	if len(certTable) > MaxCertTableSize {
 		return nil, attestation.Errorf(attestation.ReasonMalformed,
 			fmt.Errorf("sevsnp: certificate table is %d bytes, limit %d", len(certTable), MaxCertTableSize))
@@ -240,9 +249,14 @@ func (v *Verifier) finish(ctx context.Context, rep *spb.Report, reportLine strin
 		}
 	}
 	snp := normalize(rep, line, key)
+	revocation := attestation.RevocationNotChecked
+	if v.checkRevocation {
+		revocation = attestation.RevocationChecked
+	}
 	return &attestation.Claims{
 		Platform:   attestation.PlatformSEVSNP,
 		ReportData: snp.ReportData,
+		Revocation: revocation,
 		SEVSNP:     snp,
 	}, nil
 }

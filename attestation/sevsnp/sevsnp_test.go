@@ -114,7 +114,7 @@ func TestGenuineMilanReport(t *testing.T) {
 	if v.TrustsTestRoots() {
 		t.Error("default verifier trusts test roots")
 	}
-	claims, err := v.Verify(context.Background(), report, table)
+	claims, err := v.VerifyReport(context.Background(), report, table)
 	if err != nil {
 		t.Fatalf("Verify: %v", err)
 	}
@@ -165,18 +165,18 @@ func TestGenuineFetchesVCEKThroughGetter(t *testing.T) {
 	report, _ := genuineEvidence(t)
 	getter := mapGetter{genuineVCEKURL: fixture(t, "vcek.testcer")}
 	v := newVerifier(t, sevsnp.Options{Now: fixedNow(genuineTime), Getter: getter})
-	if _, err := v.Verify(context.Background(), report, nil); err != nil {
+	if _, err := v.VerifyReport(context.Background(), report, nil); err != nil {
 		t.Fatalf("Verify with KDS getter: %v", err)
 	}
 	v = newVerifier(t, sevsnp.Options{Now: fixedNow(genuineTime), Getter: mapGetter{}})
-	_, err := v.Verify(context.Background(), report, nil)
+	_, err := v.VerifyReport(context.Background(), report, nil)
 	wantReason(t, err, attestation.ReasonCollateral)
 }
 
 func TestGenuineWithoutCollateral(t *testing.T) {
 	report, _ := genuineEvidence(t)
 	v := newVerifier(t, sevsnp.Options{Now: fixedNow(genuineTime)})
-	_, err := v.Verify(context.Background(), report, nil)
+	_, err := v.VerifyReport(context.Background(), report, nil)
 	wantReason(t, err, attestation.ReasonCollateral)
 }
 
@@ -184,7 +184,7 @@ func TestGenuineOutsideValidity(t *testing.T) {
 	report, table := genuineEvidence(t)
 	// A second before the VCEK's notBefore.
 	v := newVerifier(t, sevsnp.Options{Now: fixedNow(time.Date(2022, time.September, 24, 0, 55, 27, 0, time.UTC))})
-	_, err := v.Verify(context.Background(), report, table)
+	_, err := v.VerifyReport(context.Background(), report, table)
 	wantReason(t, err, attestation.ReasonUntrustedRoot)
 }
 
@@ -201,7 +201,7 @@ func TestGenuineTampered(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			r := bytes.Clone(report)
 			r[off] ^= 0x01
-			_, err := v.Verify(context.Background(), r, table)
+			_, err := v.VerifyReport(context.Background(), r, table)
 			wantReason(t, err, attestation.ReasonSignature)
 		})
 	}
@@ -215,20 +215,20 @@ func TestCachedChainStillChecksEachReport(t *testing.T) {
 	report, table := genuineEvidence(t)
 	now := genuineTime
 	v := newVerifier(t, sevsnp.Options{Now: func() time.Time { return now }})
-	if _, err := v.Verify(context.Background(), report, table); err != nil {
+	if _, err := v.VerifyReport(context.Background(), report, table); err != nil {
 		t.Fatalf("first verification: %v", err)
 	}
 	for name, off := range map[string]int{"signature": 0x2a0 + 5, "measurement": 0x90, "report data": 0x50, "reported TCB": 0x180} {
 		r := bytes.Clone(report)
 		r[off] ^= 0x01
-		_, err := v.Verify(context.Background(), r, table)
+		_, err := v.VerifyReport(context.Background(), r, table)
 		t.Run(name, func(t *testing.T) { wantReason(t, err, attestation.ReasonSignature) })
 	}
-	if _, err := v.Verify(context.Background(), report, table); err != nil {
+	if _, err := v.VerifyReport(context.Background(), report, table); err != nil {
 		t.Fatalf("cached verification: %v", err)
 	}
 	now = time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC) // past the VCEK's notAfter
-	_, err := v.Verify(context.Background(), report, table)
+	_, err := v.VerifyReport(context.Background(), report, table)
 	wantReason(t, err, attestation.ReasonUntrustedRoot)
 }
 
@@ -242,7 +242,7 @@ func TestGenuineWithOnlyTestRoots(t *testing.T) {
 	if !v.TrustsTestRoots() {
 		t.Error("TrustsTestRoots = false with TestRootsPEM")
 	}
-	_, err := v.Verify(context.Background(), report, table)
+	_, err := v.VerifyReport(context.Background(), report, table)
 	wantReason(t, err, attestation.ReasonUntrustedRoot)
 }
 
@@ -304,7 +304,7 @@ func TestSimulatedWithGenuineRoots(t *testing.T) {
 		t.Fatal(err)
 	}
 	v := newVerifier(t, sevsnp.Options{Now: fixedNow(simNow(signer(t)))})
-	_, err = v.Verify(context.Background(), report, table)
+	_, err = v.VerifyReport(context.Background(), report, table)
 	wantReason(t, err, attestation.ReasonUntrustedRoot)
 }
 
@@ -315,7 +315,7 @@ func TestSimulatedWithTestRoots(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	claims, err := testRootsVerifier(t, s).Verify(context.Background(), report, table)
+	claims, err := testRootsVerifier(t, s).VerifyReport(context.Background(), report, table)
 	if err != nil {
 		t.Fatalf("Verify: %v", err)
 	}
@@ -372,7 +372,7 @@ func TestSimulatedDebugPolicy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	claims, err := testRootsVerifier(t, s).Verify(context.Background(), report, table)
+	claims, err := testRootsVerifier(t, s).VerifyReport(context.Background(), report, table)
 	if err != nil {
 		t.Fatalf("Verify: %v", err)
 	}
@@ -394,7 +394,7 @@ func TestSimulatedThroughGetter(t *testing.T) {
 	}
 	url := "https://kdsintf.amd.com/vcek/v1/Milan/" + hex.EncodeToString(s.ChipID()) + "?blSPL=3&teeSPL=0&snpSPL=8&ucodeSPL=115"
 	v := newVerifier(t, sevsnp.Options{TestRootsPEM: s.RootsPEM(), Getter: mapGetter{url: vcek.Raw}, Now: fixedNow(simNow(s))})
-	if _, err := v.Verify(context.Background(), report, nil); err != nil {
+	if _, err := v.VerifyReport(context.Background(), report, nil); err != nil {
 		t.Fatalf("Verify with getter: %v", err)
 	}
 }
@@ -415,7 +415,7 @@ func TestSimulatedTCBMismatch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = testRootsVerifier(t, s).Verify(context.Background(), report, simulate.CertTable(nil, nil, vcek.Raw))
+	_, err = testRootsVerifier(t, s).VerifyReport(context.Background(), report, simulate.CertTable(nil, nil, vcek.Raw))
 	wantReason(t, err, attestation.ReasonSignature)
 	if !strings.Contains(err.Error(), "TCB") {
 		t.Errorf("error %q does not mention the TCB", err)
@@ -453,7 +453,7 @@ func TestMalformed(t *testing.T) {
 		"policy reserved bit": {withByte(report, 0x0a, 0x00), table},
 	} {
 		t.Run(name, func(t *testing.T) {
-			_, err := v.Verify(context.Background(), c.report, c.table)
+			_, err := v.VerifyReport(context.Background(), c.report, c.table)
 			wantReason(t, err, attestation.ReasonMalformed)
 			if bytes.Equal(c.table, table) {
 				_, err = sevsnp.ParseReport(c.report)
@@ -474,7 +474,7 @@ func TestUnsupportedVersion(t *testing.T) {
 	r := bytes.Clone(report)
 	binary.LittleEndian.PutUint32(r, 9)
 	v := newVerifier(t, sevsnp.Options{Now: fixedNow(genuineTime)})
-	_, err := v.Verify(context.Background(), r, table)
+	_, err := v.VerifyReport(context.Background(), r, table)
 	wantReason(t, err, attestation.ReasonUnsupported)
 }
 
@@ -508,7 +508,7 @@ func TestRevocation(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			v := newVerifier(t, sevsnp.Options{TestRootsPEM: s.RootsPEM(), CheckRevocation: true, Getter: c.getter, Now: fixedNow(c.now)})
-			_, err := v.Verify(context.Background(), report, table)
+			_, err := v.VerifyReport(context.Background(), report, table)
 			if c.want == "" {
 				if err != nil {
 					t.Fatalf("Verify: %v", err)
@@ -621,7 +621,7 @@ func BenchmarkVerify(b *testing.B) {
 	v := testRootsVerifier(b, s)
 	ctx := context.Background()
 	for b.Loop() {
-		if _, err := v.Verify(ctx, report, table); err != nil {
+		if _, err := v.VerifyReport(ctx, report, table); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -632,7 +632,7 @@ func BenchmarkVerifyGenuine(b *testing.B) {
 	v := newVerifier(b, sevsnp.Options{Now: fixedNow(genuineTime)})
 	ctx := context.Background()
 	for b.Loop() {
-		if _, err := v.Verify(ctx, report, table); err != nil {
+		if _, err := v.VerifyReport(ctx, report, table); err != nil {
 			b.Fatal(err)
 		}
 	}

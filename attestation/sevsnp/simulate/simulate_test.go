@@ -54,7 +54,7 @@ func TestNewSignerPersistence(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	claims, err := v.Verify(context.Background(), report, table)
+	claims, err := v.VerifyReport(context.Background(), report, table)
 	if err != nil {
 		t.Fatalf("Verify: %v", err)
 	}

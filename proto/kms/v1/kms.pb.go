@@ -280,13 +280,24 @@ func (x *WrappingKey) GetPublicKey() []byte {
 
 type Evidence struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// "sev-snp" in protocol version 1.
+	// "sev-snp", "tdx", "azure-sev-snp-vtpm" or "azure-tdx-vtpm".
 	Type string `protobuf:"bytes,1,opt,name=type,proto3" json:"type,omitempty"`
-	// sev-snp: the 1184-byte attestation report.
+	// sev-snp: the 1184-byte attestation report. tdx: the TD quote (version
+	// 4 or 5). azure-*: the HCL report read from vTPM NV index 0x01400001.
 	Report []byte `protobuf:"bytes,2,opt,name=report,proto3" json:"report,omitempty"`
 	// sev-snp: the certificate table of an extended report (may be empty when
-	// the KMS can fetch the VCEK itself).
-	Certificates  []byte `protobuf:"bytes,3,opt,name=certificates,proto3" json:"certificates,omitempty"`
+	// the KMS can fetch the VCEK itself). azure-sev-snp-vtpm: the VCEK
+	// certificate, DER or PEM (Azure's THIM answer), optionally followed by
+	// its chain; may be empty when the KMS can fetch it.
+	Certificates []byte `protobuf:"bytes,3,opt,name=certificates,proto3" json:"certificates,omitempty"`
+	// azure-*: the vTPM quote over the PCRs, with the binding digest as
+	// qualifying data.
+	TpmQuote *TPMQuote `protobuf:"bytes,4,opt,name=tpm_quote,json=tpmQuote,proto3" json:"tpm_quote,omitempty"`
+	// azure-tdx-vtpm: the TD quote for the TD report inside the HCL report.
+	TdQuote []byte `protobuf:"bytes,5,opt,name=td_quote,json=tdQuote,proto3" json:"td_quote,omitempty"`
+	// azure-*: instead of the fields above, the JSON evidence document of the
+	// Confidential Containers attesters (az-snp-vtpm, az-tdx-vtpm).
+	Document      []byte `protobuf:"bytes,6,opt,name=document,proto3" json:"document,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -342,6 +353,91 @@ func (x *Evidence) GetCertificates() []byte {
 	return nil
 }
 
+func (x *Evidence) GetTpmQuote() *TPMQuote {
+	if x != nil {
+		return x.TpmQuote
+	}
+	return nil
+}
+
+func (x *Evidence) GetTdQuote() []byte {
+	if x != nil {
+		return x.TdQuote
+	}
+	return nil
+}
+
+func (x *Evidence) GetDocument() []byte {
+	if x != nil {
+		return x.Document
+	}
+	return nil
+}
+
+type TPMQuote struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Marshalled TPMS_ATTEST.
+	Message []byte `protobuf:"bytes,1,opt,name=message,proto3" json:"message,omitempty"`
+	// Marshalled TPMT_SIGNATURE over message.
+	Signature []byte `protobuf:"bytes,2,opt,name=signature,proto3" json:"signature,omitempty"`
+	// SHA-256 PCR values: those the quote selects, in ascending order, or
+	// all 24.
+	Pcrs          [][]byte `protobuf:"bytes,3,rep,name=pcrs,proto3" json:"pcrs,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TPMQuote) Reset() {
+	*x = TPMQuote{}
+	mi := &file_kms_v1_kms_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TPMQuote) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TPMQuote) ProtoMessage() {}
+
+func (x *TPMQuote) ProtoReflect() protoreflect.Message {
+	mi := &file_kms_v1_kms_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TPMQuote.ProtoReflect.Descriptor instead.
+func (*TPMQuote) Descriptor() ([]byte, []int) {
+	return file_kms_v1_kms_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *TPMQuote) GetMessage() []byte {
+	if x != nil {
+		return x.Message
+	}
+	return nil
+}
+
+func (x *TPMQuote) GetSignature() []byte {
+	if x != nil {
+		return x.Signature
+	}
+	return nil
+}
+
+func (x *TPMQuote) GetPcrs() [][]byte {
+	if x != nil {
+		return x.Pcrs
+	}
+	return nil
+}
+
 type ReleaseKeyRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Keyset        string                 `protobuf:"bytes,1,opt,name=keyset,proto3" json:"keyset,omitempty"`
@@ -355,7 +451,7 @@ type ReleaseKeyRequest struct {
 
 func (x *ReleaseKeyRequest) Reset() {
 	*x = ReleaseKeyRequest{}
-	mi := &file_kms_v1_kms_proto_msgTypes[4]
+	mi := &file_kms_v1_kms_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -367,7 +463,7 @@ func (x *ReleaseKeyRequest) String() string {
 func (*ReleaseKeyRequest) ProtoMessage() {}
 
 func (x *ReleaseKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kms_v1_kms_proto_msgTypes[4]
+	mi := &file_kms_v1_kms_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -380,7 +476,7 @@ func (x *ReleaseKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseKeyRequest.ProtoReflect.Descriptor instead.
 func (*ReleaseKeyRequest) Descriptor() ([]byte, []int) {
-	return file_kms_v1_kms_proto_rawDescGZIP(), []int{4}
+	return file_kms_v1_kms_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ReleaseKeyRequest) GetKeyset() string {
@@ -437,7 +533,7 @@ type ReleaseKeyResponse struct {
 
 func (x *ReleaseKeyResponse) Reset() {
 	*x = ReleaseKeyResponse{}
-	mi := &file_kms_v1_kms_proto_msgTypes[5]
+	mi := &file_kms_v1_kms_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -449,7 +545,7 @@ func (x *ReleaseKeyResponse) String() string {
 func (*ReleaseKeyResponse) ProtoMessage() {}
 
 func (x *ReleaseKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kms_v1_kms_proto_msgTypes[5]
+	mi := &file_kms_v1_kms_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -462,7 +558,7 @@ func (x *ReleaseKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseKeyResponse.ProtoReflect.Descriptor instead.
 func (*ReleaseKeyResponse) Descriptor() ([]byte, []int) {
-	return file_kms_v1_kms_proto_rawDescGZIP(), []int{5}
+	return file_kms_v1_kms_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ReleaseKeyResponse) GetWrappedKey() []byte {
@@ -531,7 +627,7 @@ type ListPublicKeysRequest struct {
 
 func (x *ListPublicKeysRequest) Reset() {
 	*x = ListPublicKeysRequest{}
-	mi := &file_kms_v1_kms_proto_msgTypes[6]
+	mi := &file_kms_v1_kms_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -543,7 +639,7 @@ func (x *ListPublicKeysRequest) String() string {
 func (*ListPublicKeysRequest) ProtoMessage() {}
 
 func (x *ListPublicKeysRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kms_v1_kms_proto_msgTypes[6]
+	mi := &file_kms_v1_kms_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -556,7 +652,7 @@ func (x *ListPublicKeysRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPublicKeysRequest.ProtoReflect.Descriptor instead.
 func (*ListPublicKeysRequest) Descriptor() ([]byte, []int) {
-	return file_kms_v1_kms_proto_rawDescGZIP(), []int{6}
+	return file_kms_v1_kms_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ListPublicKeysRequest) GetKeyset() string {
@@ -582,7 +678,7 @@ type PublicKey struct {
 
 func (x *PublicKey) Reset() {
 	*x = PublicKey{}
-	mi := &file_kms_v1_kms_proto_msgTypes[7]
+	mi := &file_kms_v1_kms_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -594,7 +690,7 @@ func (x *PublicKey) String() string {
 func (*PublicKey) ProtoMessage() {}
 
 func (x *PublicKey) ProtoReflect() protoreflect.Message {
-	mi := &file_kms_v1_kms_proto_msgTypes[7]
+	mi := &file_kms_v1_kms_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -607,7 +703,7 @@ func (x *PublicKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PublicKey.ProtoReflect.Descriptor instead.
 func (*PublicKey) Descriptor() ([]byte, []int) {
-	return file_kms_v1_kms_proto_rawDescGZIP(), []int{7}
+	return file_kms_v1_kms_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *PublicKey) GetKeyset() string {
@@ -675,7 +771,7 @@ type ListPublicKeysResponse struct {
 
 func (x *ListPublicKeysResponse) Reset() {
 	*x = ListPublicKeysResponse{}
-	mi := &file_kms_v1_kms_proto_msgTypes[8]
+	mi := &file_kms_v1_kms_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -687,7 +783,7 @@ func (x *ListPublicKeysResponse) String() string {
 func (*ListPublicKeysResponse) ProtoMessage() {}
 
 func (x *ListPublicKeysResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kms_v1_kms_proto_msgTypes[8]
+	mi := &file_kms_v1_kms_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -700,7 +796,7 @@ func (x *ListPublicKeysResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPublicKeysResponse.ProtoReflect.Descriptor instead.
 func (*ListPublicKeysResponse) Descriptor() ([]byte, []int) {
-	return file_kms_v1_kms_proto_rawDescGZIP(), []int{8}
+	return file_kms_v1_kms_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ListPublicKeysResponse) GetKeys() []*PublicKey {
@@ -723,7 +819,7 @@ type KeySetSettings struct {
 
 func (x *KeySetSettings) Reset() {
 	*x = KeySetSettings{}
-	mi := &file_kms_v1_kms_proto_msgTypes[9]
+	mi := &file_kms_v1_kms_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -735,7 +831,7 @@ func (x *KeySetSettings) String() string {
 func (*KeySetSettings) ProtoMessage() {}
 
 func (x *KeySetSettings) ProtoReflect() protoreflect.Message {
-	mi := &file_kms_v1_kms_proto_msgTypes[9]
+	mi := &file_kms_v1_kms_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -748,7 +844,7 @@ func (x *KeySetSettings) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeySetSettings.ProtoReflect.Descriptor instead.
 func (*KeySetSettings) Descriptor() ([]byte, []int) {
-	return file_kms_v1_kms_proto_rawDescGZIP(), []int{9}
+	return file_kms_v1_kms_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *KeySetSettings) GetRotationPeriodSeconds() int64 {
@@ -791,7 +887,7 @@ type CreateKeySetRequest struct {
 
 func (x *CreateKeySetRequest) Reset() {
 	*x = CreateKeySetRequest{}
-	mi := &file_kms_v1_kms_proto_msgTypes[10]
+	mi := &file_kms_v1_kms_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -803,7 +899,7 @@ func (x *CreateKeySetRequest) String() string {
 func (*CreateKeySetRequest) ProtoMessage() {}
 
 func (x *CreateKeySetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kms_v1_kms_proto_msgTypes[10]
+	mi := &file_kms_v1_kms_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -816,7 +912,7 @@ func (x *CreateKeySetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateKeySetRequest.ProtoReflect.Descriptor instead.
 func (*CreateKeySetRequest) Descriptor() ([]byte, []int) {
-	return file_kms_v1_kms_proto_rawDescGZIP(), []int{10}
+	return file_kms_v1_kms_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *CreateKeySetRequest) GetName() string {
@@ -852,7 +948,7 @@ type KeySet struct {
 
 func (x *KeySet) Reset() {
 	*x = KeySet{}
-	mi := &file_kms_v1_kms_proto_msgTypes[11]
+	mi := &file_kms_v1_kms_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -864,7 +960,7 @@ func (x *KeySet) String() string {
 func (*KeySet) ProtoMessage() {}
 
 func (x *KeySet) ProtoReflect() protoreflect.Message {
-	mi := &file_kms_v1_kms_proto_msgTypes[11]
+	mi := &file_kms_v1_kms_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -877,7 +973,7 @@ func (x *KeySet) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeySet.ProtoReflect.Descriptor instead.
 func (*KeySet) Descriptor() ([]byte, []int) {
-	return file_kms_v1_kms_proto_rawDescGZIP(), []int{11}
+	return file_kms_v1_kms_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *KeySet) GetName() string {
@@ -916,7 +1012,7 @@ type ListKeySetsRequest struct {
 
 func (x *ListKeySetsRequest) Reset() {
 	*x = ListKeySetsRequest{}
-	mi := &file_kms_v1_kms_proto_msgTypes[12]
+	mi := &file_kms_v1_kms_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -928,7 +1024,7 @@ func (x *ListKeySetsRequest) String() string {
 func (*ListKeySetsRequest) ProtoMessage() {}
 
 func (x *ListKeySetsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kms_v1_kms_proto_msgTypes[12]
+	mi := &file_kms_v1_kms_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -941,7 +1037,7 @@ func (x *ListKeySetsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListKeySetsRequest.ProtoReflect.Descriptor instead.
 func (*ListKeySetsRequest) Descriptor() ([]byte, []int) {
-	return file_kms_v1_kms_proto_rawDescGZIP(), []int{12}
+	return file_kms_v1_kms_proto_rawDescGZIP(), []int{13}
 }
 
 type ListKeySetsResponse struct {
@@ -953,7 +1049,7 @@ type ListKeySetsResponse struct {
 
 func (x *ListKeySetsResponse) Reset() {
 	*x = ListKeySetsResponse{}
-	mi := &file_kms_v1_kms_proto_msgTypes[13]
+	mi := &file_kms_v1_kms_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -965,7 +1061,7 @@ func (x *ListKeySetsResponse) String() string {
 func (*ListKeySetsResponse) ProtoMessage() {}
 
 func (x *ListKeySetsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kms_v1_kms_proto_msgTypes[13]
+	mi := &file_kms_v1_kms_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -978,7 +1074,7 @@ func (x *ListKeySetsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListKeySetsResponse.ProtoReflect.Descriptor instead.
 func (*ListKeySetsResponse) Descriptor() ([]byte, []int) {
-	return file_kms_v1_kms_proto_rawDescGZIP(), []int{13}
+	return file_kms_v1_kms_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ListKeySetsResponse) GetKeysets() []*KeySet {
@@ -997,7 +1093,7 @@ type RotateKeysRequest struct {
 
 func (x *RotateKeysRequest) Reset() {
 	*x = RotateKeysRequest{}
-	mi := &file_kms_v1_kms_proto_msgTypes[14]
+	mi := &file_kms_v1_kms_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1009,7 +1105,7 @@ func (x *RotateKeysRequest) String() string {
 func (*RotateKeysRequest) ProtoMessage() {}
 
 func (x *RotateKeysRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kms_v1_kms_proto_msgTypes[14]
+	mi := &file_kms_v1_kms_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1022,7 +1118,7 @@ func (x *RotateKeysRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateKeysRequest.ProtoReflect.Descriptor instead.
 func (*RotateKeysRequest) Descriptor() ([]byte, []int) {
-	return file_kms_v1_kms_proto_rawDescGZIP(), []int{14}
+	return file_kms_v1_kms_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *RotateKeysRequest) GetKeyset() string {
@@ -1052,7 +1148,7 @@ type KeyInfo struct {
 
 func (x *KeyInfo) Reset() {
 	*x = KeyInfo{}
-	mi := &file_kms_v1_kms_proto_msgTypes[15]
+	mi := &file_kms_v1_kms_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1064,7 +1160,7 @@ func (x *KeyInfo) String() string {
 func (*KeyInfo) ProtoMessage() {}
 
 func (x *KeyInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_kms_v1_kms_proto_msgTypes[15]
+	mi := &file_kms_v1_kms_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1077,7 +1173,7 @@ func (x *KeyInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyInfo.ProtoReflect.Descriptor instead.
 func (*KeyInfo) Descriptor() ([]byte, []int) {
-	return file_kms_v1_kms_proto_rawDescGZIP(), []int{15}
+	return file_kms_v1_kms_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *KeyInfo) GetKeyset() string {
@@ -1173,7 +1269,7 @@ type ListKeysRequest struct {
 
 func (x *ListKeysRequest) Reset() {
 	*x = ListKeysRequest{}
-	mi := &file_kms_v1_kms_proto_msgTypes[16]
+	mi := &file_kms_v1_kms_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1185,7 +1281,7 @@ func (x *ListKeysRequest) String() string {
 func (*ListKeysRequest) ProtoMessage() {}
 
 func (x *ListKeysRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kms_v1_kms_proto_msgTypes[16]
+	mi := &file_kms_v1_kms_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1198,7 +1294,7 @@ func (x *ListKeysRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListKeysRequest.ProtoReflect.Descriptor instead.
 func (*ListKeysRequest) Descriptor() ([]byte, []int) {
-	return file_kms_v1_kms_proto_rawDescGZIP(), []int{16}
+	return file_kms_v1_kms_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ListKeysRequest) GetKeyset() string {
@@ -1217,7 +1313,7 @@ type ListKeysResponse struct {
 
 func (x *ListKeysResponse) Reset() {
 	*x = ListKeysResponse{}
-	mi := &file_kms_v1_kms_proto_msgTypes[17]
+	mi := &file_kms_v1_kms_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1229,7 +1325,7 @@ func (x *ListKeysResponse) String() string {
 func (*ListKeysResponse) ProtoMessage() {}
 
 func (x *ListKeysResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kms_v1_kms_proto_msgTypes[17]
+	mi := &file_kms_v1_kms_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1242,7 +1338,7 @@ func (x *ListKeysResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListKeysResponse.ProtoReflect.Descriptor instead.
 func (*ListKeysResponse) Descriptor() ([]byte, []int) {
-	return file_kms_v1_kms_proto_rawDescGZIP(), []int{17}
+	return file_kms_v1_kms_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ListKeysResponse) GetKeys() []*KeyInfo {
@@ -1265,7 +1361,7 @@ type SetKeyStateRequest struct {
 
 func (x *SetKeyStateRequest) Reset() {
 	*x = SetKeyStateRequest{}
-	mi := &file_kms_v1_kms_proto_msgTypes[18]
+	mi := &file_kms_v1_kms_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1277,7 +1373,7 @@ func (x *SetKeyStateRequest) String() string {
 func (*SetKeyStateRequest) ProtoMessage() {}
 
 func (x *SetKeyStateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kms_v1_kms_proto_msgTypes[18]
+	mi := &file_kms_v1_kms_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1290,7 +1386,7 @@ func (x *SetKeyStateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetKeyStateRequest.ProtoReflect.Descriptor instead.
 func (*SetKeyStateRequest) Descriptor() ([]byte, []int) {
-	return file_kms_v1_kms_proto_rawDescGZIP(), []int{18}
+	return file_kms_v1_kms_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *SetKeyStateRequest) GetKeyset() string {
@@ -1324,7 +1420,7 @@ type SetPolicyRequest struct {
 
 func (x *SetPolicyRequest) Reset() {
 	*x = SetPolicyRequest{}
-	mi := &file_kms_v1_kms_proto_msgTypes[19]
+	mi := &file_kms_v1_kms_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1336,7 +1432,7 @@ func (x *SetPolicyRequest) String() string {
 func (*SetPolicyRequest) ProtoMessage() {}
 
 func (x *SetPolicyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kms_v1_kms_proto_msgTypes[19]
+	mi := &file_kms_v1_kms_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1349,7 +1445,7 @@ func (x *SetPolicyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetPolicyRequest.ProtoReflect.Descriptor instead.
 func (*SetPolicyRequest) Descriptor() ([]byte, []int) {
-	return file_kms_v1_kms_proto_rawDescGZIP(), []int{19}
+	return file_kms_v1_kms_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *SetPolicyRequest) GetKeyset() string {
@@ -1375,7 +1471,7 @@ type SetPolicyResponse struct {
 
 func (x *SetPolicyResponse) Reset() {
 	*x = SetPolicyResponse{}
-	mi := &file_kms_v1_kms_proto_msgTypes[20]
+	mi := &file_kms_v1_kms_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1387,7 +1483,7 @@ func (x *SetPolicyResponse) String() string {
 func (*SetPolicyResponse) ProtoMessage() {}
 
 func (x *SetPolicyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kms_v1_kms_proto_msgTypes[20]
+	mi := &file_kms_v1_kms_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1400,7 +1496,7 @@ func (x *SetPolicyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetPolicyResponse.ProtoReflect.Descriptor instead.
 func (*SetPolicyResponse) Descriptor() ([]byte, []int) {
-	return file_kms_v1_kms_proto_rawDescGZIP(), []int{20}
+	return file_kms_v1_kms_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *SetPolicyResponse) GetVersion() int64 {
@@ -1419,7 +1515,7 @@ type GetPolicyRequest struct {
 
 func (x *GetPolicyRequest) Reset() {
 	*x = GetPolicyRequest{}
-	mi := &file_kms_v1_kms_proto_msgTypes[21]
+	mi := &file_kms_v1_kms_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1431,7 +1527,7 @@ func (x *GetPolicyRequest) String() string {
 func (*GetPolicyRequest) ProtoMessage() {}
 
 func (x *GetPolicyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kms_v1_kms_proto_msgTypes[21]
+	mi := &file_kms_v1_kms_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1444,7 +1540,7 @@ func (x *GetPolicyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPolicyRequest.ProtoReflect.Descriptor instead.
 func (*GetPolicyRequest) Descriptor() ([]byte, []int) {
-	return file_kms_v1_kms_proto_rawDescGZIP(), []int{21}
+	return file_kms_v1_kms_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *GetPolicyRequest) GetKeyset() string {
@@ -1464,7 +1560,7 @@ type GetPolicyResponse struct {
 
 func (x *GetPolicyResponse) Reset() {
 	*x = GetPolicyResponse{}
-	mi := &file_kms_v1_kms_proto_msgTypes[22]
+	mi := &file_kms_v1_kms_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1476,7 +1572,7 @@ func (x *GetPolicyResponse) String() string {
 func (*GetPolicyResponse) ProtoMessage() {}
 
 func (x *GetPolicyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kms_v1_kms_proto_msgTypes[22]
+	mi := &file_kms_v1_kms_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1489,7 +1585,7 @@ func (x *GetPolicyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPolicyResponse.ProtoReflect.Descriptor instead.
 func (*GetPolicyResponse) Descriptor() ([]byte, []int) {
-	return file_kms_v1_kms_proto_rawDescGZIP(), []int{22}
+	return file_kms_v1_kms_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *GetPolicyResponse) GetPolicy() []byte {
@@ -1519,11 +1615,18 @@ const file_kms_v1_kms_proto_rawDesc = "" +
 	"\vWrappingKey\x127\n" +
 	"\talgorithm\x18\x01 \x01(\x0e2\x19.kms.v1.WrappingAlgorithmR\talgorithm\x12\x1d\n" +
 	"\n" +
-	"public_key\x18\x02 \x01(\fR\tpublicKey\"Z\n" +
+	"public_key\x18\x02 \x01(\fR\tpublicKey\"\xc0\x01\n" +
 	"\bEvidence\x12\x12\n" +
 	"\x04type\x18\x01 \x01(\tR\x04type\x12\x16\n" +
 	"\x06report\x18\x02 \x01(\fR\x06report\x12\"\n" +
-	"\fcertificates\x18\x03 \x01(\fR\fcertificates\"\xb9\x01\n" +
+	"\fcertificates\x18\x03 \x01(\fR\fcertificates\x12-\n" +
+	"\ttpm_quote\x18\x04 \x01(\v2\x10.kms.v1.TPMQuoteR\btpmQuote\x12\x19\n" +
+	"\btd_quote\x18\x05 \x01(\fR\atdQuote\x12\x1a\n" +
+	"\bdocument\x18\x06 \x01(\fR\bdocument\"V\n" +
+	"\bTPMQuote\x12\x18\n" +
+	"\amessage\x18\x01 \x01(\fR\amessage\x12\x1c\n" +
+	"\tsignature\x18\x02 \x01(\fR\tsignature\x12\x12\n" +
+	"\x04pcrs\x18\x03 \x03(\fR\x04pcrs\"\xb9\x01\n" +
 	"\x11ReleaseKeyRequest\x12\x16\n" +
 	"\x06keyset\x18\x01 \x01(\tR\x06keyset\x12\x10\n" +
 	"\x03kid\x18\x02 \x01(\tR\x03kid\x12,\n" +
@@ -1655,7 +1758,7 @@ func file_kms_v1_kms_proto_rawDescGZIP() []byte {
 }
 
 var file_kms_v1_kms_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_kms_v1_kms_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
+var file_kms_v1_kms_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
 var file_kms_v1_kms_proto_goTypes = []any{
 	(WrappingAlgorithm)(0),         // 0: kms.v1.WrappingAlgorithm
 	(KeyState)(0),                  // 1: kms.v1.KeyState
@@ -1663,74 +1766,76 @@ var file_kms_v1_kms_proto_goTypes = []any{
 	(*GetChallengeResponse)(nil),   // 3: kms.v1.GetChallengeResponse
 	(*WrappingKey)(nil),            // 4: kms.v1.WrappingKey
 	(*Evidence)(nil),               // 5: kms.v1.Evidence
-	(*ReleaseKeyRequest)(nil),      // 6: kms.v1.ReleaseKeyRequest
-	(*ReleaseKeyResponse)(nil),     // 7: kms.v1.ReleaseKeyResponse
-	(*ListPublicKeysRequest)(nil),  // 8: kms.v1.ListPublicKeysRequest
-	(*PublicKey)(nil),              // 9: kms.v1.PublicKey
-	(*ListPublicKeysResponse)(nil), // 10: kms.v1.ListPublicKeysResponse
-	(*KeySetSettings)(nil),         // 11: kms.v1.KeySetSettings
-	(*CreateKeySetRequest)(nil),    // 12: kms.v1.CreateKeySetRequest
-	(*KeySet)(nil),                 // 13: kms.v1.KeySet
-	(*ListKeySetsRequest)(nil),     // 14: kms.v1.ListKeySetsRequest
-	(*ListKeySetsResponse)(nil),    // 15: kms.v1.ListKeySetsResponse
-	(*RotateKeysRequest)(nil),      // 16: kms.v1.RotateKeysRequest
-	(*KeyInfo)(nil),                // 17: kms.v1.KeyInfo
-	(*ListKeysRequest)(nil),        // 18: kms.v1.ListKeysRequest
-	(*ListKeysResponse)(nil),       // 19: kms.v1.ListKeysResponse
-	(*SetKeyStateRequest)(nil),     // 20: kms.v1.SetKeyStateRequest
-	(*SetPolicyRequest)(nil),       // 21: kms.v1.SetPolicyRequest
-	(*SetPolicyResponse)(nil),      // 22: kms.v1.SetPolicyResponse
-	(*GetPolicyRequest)(nil),       // 23: kms.v1.GetPolicyRequest
-	(*GetPolicyResponse)(nil),      // 24: kms.v1.GetPolicyResponse
-	(*timestamppb.Timestamp)(nil),  // 25: google.protobuf.Timestamp
+	(*TPMQuote)(nil),               // 6: kms.v1.TPMQuote
+	(*ReleaseKeyRequest)(nil),      // 7: kms.v1.ReleaseKeyRequest
+	(*ReleaseKeyResponse)(nil),     // 8: kms.v1.ReleaseKeyResponse
+	(*ListPublicKeysRequest)(nil),  // 9: kms.v1.ListPublicKeysRequest
+	(*PublicKey)(nil),              // 10: kms.v1.PublicKey
+	(*ListPublicKeysResponse)(nil), // 11: kms.v1.ListPublicKeysResponse
+	(*KeySetSettings)(nil),         // 12: kms.v1.KeySetSettings
+	(*CreateKeySetRequest)(nil),    // 13: kms.v1.CreateKeySetRequest
+	(*KeySet)(nil),                 // 14: kms.v1.KeySet
+	(*ListKeySetsRequest)(nil),     // 15: kms.v1.ListKeySetsRequest
+	(*ListKeySetsResponse)(nil),    // 16: kms.v1.ListKeySetsResponse
+	(*RotateKeysRequest)(nil),      // 17: kms.v1.RotateKeysRequest
+	(*KeyInfo)(nil),                // 18: kms.v1.KeyInfo
+	(*ListKeysRequest)(nil),        // 19: kms.v1.ListKeysRequest
+	(*ListKeysResponse)(nil),       // 20: kms.v1.ListKeysResponse
+	(*SetKeyStateRequest)(nil),     // 21: kms.v1.SetKeyStateRequest
+	(*SetPolicyRequest)(nil),       // 22: kms.v1.SetPolicyRequest
+	(*SetPolicyResponse)(nil),      // 23: kms.v1.SetPolicyResponse
+	(*GetPolicyRequest)(nil),       // 24: kms.v1.GetPolicyRequest
+	(*GetPolicyResponse)(nil),      // 25: kms.v1.GetPolicyResponse
+	(*timestamppb.Timestamp)(nil),  // 26: google.protobuf.Timestamp
 }
 var file_kms_v1_kms_proto_depIdxs = []int32{
-	25, // 0: kms.v1.GetChallengeResponse.expires_at:type_name -> google.protobuf.Timestamp
+	26, // 0: kms.v1.GetChallengeResponse.expires_at:type_name -> google.protobuf.Timestamp
 	0,  // 1: kms.v1.WrappingKey.algorithm:type_name -> kms.v1.WrappingAlgorithm
-	5,  // 2: kms.v1.ReleaseKeyRequest.evidence:type_name -> kms.v1.Evidence
-	4,  // 3: kms.v1.ReleaseKeyRequest.wrapping_key:type_name -> kms.v1.WrappingKey
-	25, // 4: kms.v1.ReleaseKeyResponse.not_before:type_name -> google.protobuf.Timestamp
-	25, // 5: kms.v1.ReleaseKeyResponse.not_after:type_name -> google.protobuf.Timestamp
-	1,  // 6: kms.v1.PublicKey.state:type_name -> kms.v1.KeyState
-	25, // 7: kms.v1.PublicKey.not_before:type_name -> google.protobuf.Timestamp
-	25, // 8: kms.v1.PublicKey.not_after:type_name -> google.protobuf.Timestamp
-	9,  // 9: kms.v1.ListPublicKeysResponse.keys:type_name -> kms.v1.PublicKey
-	11, // 10: kms.v1.CreateKeySetRequest.settings:type_name -> kms.v1.KeySetSettings
-	11, // 11: kms.v1.KeySet.settings:type_name -> kms.v1.KeySetSettings
-	25, // 12: kms.v1.KeySet.created_at:type_name -> google.protobuf.Timestamp
-	13, // 13: kms.v1.ListKeySetsResponse.keysets:type_name -> kms.v1.KeySet
-	1,  // 14: kms.v1.KeyInfo.state:type_name -> kms.v1.KeyState
-	25, // 15: kms.v1.KeyInfo.created_at:type_name -> google.protobuf.Timestamp
-	25, // 16: kms.v1.KeyInfo.activates_at:type_name -> google.protobuf.Timestamp
-	25, // 17: kms.v1.KeyInfo.expires_at:type_name -> google.protobuf.Timestamp
-	25, // 18: kms.v1.KeyInfo.destroy_after:type_name -> google.protobuf.Timestamp
-	17, // 19: kms.v1.ListKeysResponse.keys:type_name -> kms.v1.KeyInfo
-	1,  // 20: kms.v1.SetKeyStateRequest.state:type_name -> kms.v1.KeyState
-	2,  // 21: kms.v1.KeyRelease.GetChallenge:input_type -> kms.v1.GetChallengeRequest
-	6,  // 22: kms.v1.KeyRelease.ReleaseKey:input_type -> kms.v1.ReleaseKeyRequest
-	8,  // 23: kms.v1.KeyRelease.ListPublicKeys:input_type -> kms.v1.ListPublicKeysRequest
-	12, // 24: kms.v1.Admin.CreateKeySet:input_type -> kms.v1.CreateKeySetRequest
-	14, // 25: kms.v1.Admin.ListKeySets:input_type -> kms.v1.ListKeySetsRequest
-	16, // 26: kms.v1.Admin.RotateKeys:input_type -> kms.v1.RotateKeysRequest
-	18, // 27: kms.v1.Admin.ListKeys:input_type -> kms.v1.ListKeysRequest
-	20, // 28: kms.v1.Admin.SetKeyState:input_type -> kms.v1.SetKeyStateRequest
-	21, // 29: kms.v1.Admin.SetPolicy:input_type -> kms.v1.SetPolicyRequest
-	23, // 30: kms.v1.Admin.GetPolicy:input_type -> kms.v1.GetPolicyRequest
-	3,  // 31: kms.v1.KeyRelease.GetChallenge:output_type -> kms.v1.GetChallengeResponse
-	7,  // 32: kms.v1.KeyRelease.ReleaseKey:output_type -> kms.v1.ReleaseKeyResponse
-	10, // 33: kms.v1.KeyRelease.ListPublicKeys:output_type -> kms.v1.ListPublicKeysResponse
-	13, // 34: kms.v1.Admin.CreateKeySet:output_type -> kms.v1.KeySet
-	15, // 35: kms.v1.Admin.ListKeySets:output_type -> kms.v1.ListKeySetsResponse
-	17, // 36: kms.v1.Admin.RotateKeys:output_type -> kms.v1.KeyInfo
-	19, // 37: kms.v1.Admin.ListKeys:output_type -> kms.v1.ListKeysResponse
-	17, // 38: kms.v1.Admin.SetKeyState:output_type -> kms.v1.KeyInfo
-	22, // 39: kms.v1.Admin.SetPolicy:output_type -> kms.v1.SetPolicyResponse
-	24, // 40: kms.v1.Admin.GetPolicy:output_type -> kms.v1.GetPolicyResponse
-	31, // [31:41] is the sub-list for method output_type
-	21, // [21:31] is the sub-list for method input_type
-	21, // [21:21] is the sub-list for extension type_name
-	21, // [21:21] is the sub-list for extension extendee
-	0,  // [0:21] is the sub-list for field type_name
+	6,  // 2: kms.v1.Evidence.tpm_quote:type_name -> kms.v1.TPMQuote
+	5,  // 3: kms.v1.ReleaseKeyRequest.evidence:type_name -> kms.v1.Evidence
+	4,  // 4: kms.v1.ReleaseKeyRequest.wrapping_key:type_name -> kms.v1.WrappingKey
+	26, // 5: kms.v1.ReleaseKeyResponse.not_before:type_name -> google.protobuf.Timestamp
+	26, // 6: kms.v1.ReleaseKeyResponse.not_after:type_name -> google.protobuf.Timestamp
+	1,  // 7: kms.v1.PublicKey.state:type_name -> kms.v1.KeyState
+	26, // 8: kms.v1.PublicKey.not_before:type_name -> google.protobuf.Timestamp
+	26, // 9: kms.v1.PublicKey.not_after:type_name -> google.protobuf.Timestamp
+	10, // 10: kms.v1.ListPublicKeysResponse.keys:type_name -> kms.v1.PublicKey
+	12, // 11: kms.v1.CreateKeySetRequest.settings:type_name -> kms.v1.KeySetSettings
+	12, // 12: kms.v1.KeySet.settings:type_name -> kms.v1.KeySetSettings
+	26, // 13: kms.v1.KeySet.created_at:type_name -> google.protobuf.Timestamp
+	14, // 14: kms.v1.ListKeySetsResponse.keysets:type_name -> kms.v1.KeySet
+	1,  // 15: kms.v1.KeyInfo.state:type_name -> kms.v1.KeyState
+	26, // 16: kms.v1.KeyInfo.created_at:type_name -> google.protobuf.Timestamp
+	26, // 17: kms.v1.KeyInfo.activates_at:type_name -> google.protobuf.Timestamp
+	26, // 18: kms.v1.KeyInfo.expires_at:type_name -> google.protobuf.Timestamp
+	26, // 19: kms.v1.KeyInfo.destroy_after:type_name -> google.protobuf.Timestamp
+	18, // 20: kms.v1.ListKeysResponse.keys:type_name -> kms.v1.KeyInfo
+	1,  // 21: kms.v1.SetKeyStateRequest.state:type_name -> kms.v1.KeyState
+	2,  // 22: kms.v1.KeyRelease.GetChallenge:input_type -> kms.v1.GetChallengeRequest
+	7,  // 23: kms.v1.KeyRelease.ReleaseKey:input_type -> kms.v1.ReleaseKeyRequest
+	9,  // 24: kms.v1.KeyRelease.ListPublicKeys:input_type -> kms.v1.ListPublicKeysRequest
+	13, // 25: kms.v1.Admin.CreateKeySet:input_type -> kms.v1.CreateKeySetRequest
+	15, // 26: kms.v1.Admin.ListKeySets:input_type -> kms.v1.ListKeySetsRequest
+	17, // 27: kms.v1.Admin.RotateKeys:input_type -> kms.v1.RotateKeysRequest
+	19, // 28: kms.v1.Admin.ListKeys:input_type -> kms.v1.ListKeysRequest
+	21, // 29: kms.v1.Admin.SetKeyState:input_type -> kms.v1.SetKeyStateRequest
+	22, // 30: kms.v1.Admin.SetPolicy:input_type -> kms.v1.SetPolicyRequest
+	24, // 31: kms.v1.Admin.GetPolicy:input_type -> kms.v1.GetPolicyRequest
+	3,  // 32: kms.v1.KeyRelease.GetChallenge:output_type -> kms.v1.GetChallengeResponse
+	8,  // 33: kms.v1.KeyRelease.ReleaseKey:output_type -> kms.v1.ReleaseKeyResponse
+	11, // 34: kms.v1.KeyRelease.ListPublicKeys:output_type -> kms.v1.ListPublicKeysResponse
+	14, // 35: kms.v1.Admin.CreateKeySet:output_type -> kms.v1.KeySet
+	16, // 36: kms.v1.Admin.ListKeySets:output_type -> kms.v1.ListKeySetsResponse
+	18, // 37: kms.v1.Admin.RotateKeys:output_type -> kms.v1.KeyInfo
+	20, // 38: kms.v1.Admin.ListKeys:output_type -> kms.v1.ListKeysResponse
+	18, // 39: kms.v1.Admin.SetKeyState:output_type -> kms.v1.KeyInfo
+	23, // 40: kms.v1.Admin.SetPolicy:output_type -> kms.v1.SetPolicyResponse
+	25, // 41: kms.v1.Admin.GetPolicy:output_type -> kms.v1.GetPolicyResponse
+	32, // [32:42] is the sub-list for method output_type
+	22, // [22:32] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_kms_v1_kms_proto_init() }
@@ -1744,7 +1849,7 @@ func file_kms_v1_kms_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kms_v1_kms_proto_rawDesc), len(file_kms_v1_kms_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   23,
+			NumMessages:   24,
 			NumExtensions: 0,
 			NumServices:   2,
 		},
