@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
 	"time"
@@ -79,18 +80,56 @@ type Issuer struct {
 
 // Attestation configures evidence verification.
 type Attestation struct {
-	SEVSNP SEVSNP `yaml:"sev_snp"`
+	// Platforms lists the evidence types accepted; empty means all
+	// (attestation.Platforms). Azure vTPM types verify their hardware
+	// report with the sev_snp or tdx settings.
+	Platforms  []string   `yaml:"platforms"`
+	Collateral Collateral `yaml:"collateral"`
+	SEVSNP     SEVSNP     `yaml:"sev_snp"`
+	TDX        TDX        `yaml:"tdx"`
 }
 
-// SEVSNP configures SEV-SNP verification.
+// Collateral configures where certificates, CRLs, TCB info and QE
+// identities come from (attestation/collateral).
+type Collateral struct {
+	// Dir caches fetched documents; with Offline it is the only source.
+	// Default: "collateral" next to the configuration file.
+	Dir string `yaml:"dir"`
+	// Offline never reaches the network: Dir must have been prepared with
+	// `kms collateral fetch`. Documents past their next-update time then
+	// make verification fail until Dir is refreshed.
+	Offline bool `yaml:"offline"`
+	// Base URLs, for a PCCS or Azure's THIM cache. Empty means the vendor's.
+	AMDKDSURL      string   `yaml:"amd_kds_url"`
+	IntelPCSURL    string   `yaml:"intel_pcs_url"`
+	IntelCertsURL  string   `yaml:"intel_certs_url"`
+	AllowPlainHTTP bool     `yaml:"allow_plain_http"`
+	RequestTimeout Duration `yaml:"request_timeout"`
+}
+
+// SEVSNP configures SEV-SNP verification (bare and under Azure's vTPM).
 type SEVSNP struct {
 	// TestRootsFile names a PEM file of test ARK/ASK certificates (the
 	// simulator's). Development only: with it set, the KMS accepts
 	// simulated evidence. Genuine AMD roots are always trusted.
 	TestRootsFile string `yaml:"test_roots_file"`
-	// CheckRevocation fetches and checks AMD's CRL.
-	CheckRevocation bool `yaml:"check_revocation"`
+	// CheckRevocation checks the ASK/ASVK against AMD's CRL. Default true;
+	// only an explicit false turns it off.
+	CheckRevocation *bool `yaml:"check_revocation"`
 }
+
+// TDX configures Intel TDX verification (bare and under Azure's vTPM).
+type TDX struct {
+	// TestRootsFile names a PEM file of the TDX simulator's root CA.
+	// Development only, like sev_snp.test_roots_file.
+	TestRootsFile string `yaml:"test_roots_file"`
+	// CheckRevocation checks the PCK chain against Intel's PCK and root CA
+	// CRLs. Default true; only an explicit false turns it off.
+	CheckRevocation *bool `yaml:"check_revocation"`
+}
+
+// Revocation reports whether revocation checking is on: unless set false.
+func Revocation(flag *bool) bool { return flag == nil || *flag }
 
 // Limits bound what one request may cost.
 type Limits struct {
@@ -141,6 +180,9 @@ const (
 	DefaultHTTP            = "127.0.0.1:8080"
 	DefaultMaxRequestBytes = 64 << 10
 	DefaultTickInterval    = time.Minute
+	// DefaultCollateralDir is relative to the configuration file.
+	DefaultCollateralDir     = "collateral"
+	DefaultCollateralTimeout = 30 * time.Second
 )
 
 // Load reads, defaults and validates a configuration file.
@@ -192,6 +234,15 @@ func (c *Config) setDefaults() {
 	if c.Rotation.TickInterval == 0 {
 		c.Rotation.TickInterval = Duration(DefaultTickInterval)
 	}
+	if c.Attestation.Collateral.Dir == "" {
+		c.Attestation.Collateral.Dir = DefaultCollateralDir
+	}
+	if c.Attestation.Collateral.RequestTimeout == 0 {
+		c.Attestation.Collateral.RequestTimeout = Duration(DefaultCollateralTimeout)
+	}
+	if len(c.Attestation.Platforms) == 0 {
+		c.Attestation.Platforms = []string{"azure-sev-snp-vtpm", "azure-tdx-vtpm", "sev-snp", "tdx"}
+	}
 }
 
 // Validate checks the fields that have no safe default.
@@ -229,6 +280,33 @@ func (c *Config) Validate() error {
 	if c.Limits.MaxRequestBytes < 4096 {
 		errs = append(errs, fmt.Errorf("limits.max_request_bytes %d is too small for a report and its certificates", c.Limits.MaxRequestBytes))
 	}
+	platforms := map[string]bool{}
+	for i, p := range c.Attestation.Platforms {
+		switch p {
+		case "sev-snp", "tdx", "azure-sev-snp-vtpm", "azure-tdx-vtpm":
+		default:
+			errs = append(errs, fmt.Errorf("attestation.platforms[%d]: unknown evidence type %q (sev-snp, tdx, azure-sev-snp-vtpm, azure-tdx-vtpm)", i, p))
+		}
+		if platforms[p] {
+			errs = append(errs, fmt.Errorf("attestation.platforms[%d]: %q listed twice", i, p))
+		}
+		platforms[p] = true
+	}
+	for name, u := range map[string]string{
+		"amd_kds_url": c.Attestation.Collateral.AMDKDSURL, "intel_pcs_url": c.Attestation.Collateral.IntelPCSURL,
+		"intel_certs_url": c.Attestation.Collateral.IntelCertsURL,
+	} {
+		if u == "" {
+			continue
+		}
+		pu, err := url.Parse(u)
+		switch {
+		case err != nil || pu.Host == "" || (pu.Scheme != "https" && pu.Scheme != "http"):
+			errs = append(errs, fmt.Errorf("attestation.collateral.%s: %q is not an http(s) URL", name, u))
+		case pu.Scheme == "http" && !c.Attestation.Collateral.AllowPlainHTTP:
+			errs = append(errs, fmt.Errorf("attestation.collateral.%s: plain http needs allow_plain_http: true", name))
+		}
+	}
 	seen := map[string]bool{}
 	for i, ks := range c.KeySets {
 		if ks.Name == "" {
@@ -254,6 +332,8 @@ func (c *Config) resolve(dir string) {
 	abs(&c.Nonce.SealedSecretFile)
 	abs(&c.Listen.AdminSocket)
 	abs(&c.Attestation.SEVSNP.TestRootsFile)
+	abs(&c.Attestation.TDX.TestRootsFile)
+	abs(&c.Attestation.Collateral.Dir)
 	for i := range c.KeySets {
 		abs(&c.KeySets[i].PolicyFile)
 	}

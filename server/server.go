@@ -156,8 +156,8 @@ func newTokenVerifier(ctx context.Context, c config.Tokens) (*token.Verifier, er
 }
 
 func newSNPVerifier(c config.SEVSNP, log *slog.Logger) (EvidenceVerifier, error) {
-	opts := sevsnp.Options{CheckRevocation: c.CheckRevocation}
-	if c.CheckRevocation {
+	opts := sevsnp.Options{CheckRevocation: config.Revocation(c.CheckRevocation)}
+	if opts.CheckRevocation {
 		// AMD's KDS serves the CRL; fetching is wired here, not in the
 		// verifier, so the leaf package stays free of network I/O.
 		opts.Getter = trust.DefaultHTTPSGetter()

@@ -44,11 +44,24 @@ type Options struct {
 	// through Getter, checks that the ARK signed it and that it is
 	// current, and rejects a revoked intermediate.
 	CheckRevocation bool
+	// RevocationOptional lets verification succeed without a CRL when none
+	// can be obtained, with Claims.Revocation "not checked". A CRL that is
+	// obtained but expired, or not signed by the ARK, still fails. Only
+	// for explicit offline verification (kms evidence verify --offline);
+	// never for the release path.
+	RevocationOptional bool
 	// Getter fetches a missing VCEK from AMD's KDS and, with
 	// CheckRevocation, the CRL. nil disables all fetching: reports must
 	// then come with their VCEK or VLEK in the certificate table.
 	Getter trust.HTTPSGetter
 }
+
+// errRevocationNotChecked tells finish that RevocationOptional applied.
+var errRevocationNotChecked = errors.New("sevsnp: revocation not checked")
+
+// errNoCRL marks a failure where no CRL could be obtained at all, the only
+// case RevocationOptional forgives.
+var errNoCRL = errors.New("no CRL at hand")
 
 // Verifier verifies SEV-SNP evidence. It is safe for concurrent use.
 type Verifier struct {
@@ -56,6 +69,7 @@ type Verifier struct {
 	testRoots       bool
 	now             func() time.Time
 	checkRevocation bool
+	revocationOpt   bool
 	getter          trust.HTTPSGetter
 	crls            crlCache
 	chains          chainCache
@@ -101,7 +115,7 @@ func NewVerifier(opts Options) (*Verifier, error) {
 	if len(merged) == 0 {
 		return nil, errors.New("sevsnp: no trusted roots configured")
 	}
-	if opts.CheckRevocation && opts.Getter == nil {
+	if opts.CheckRevocation && opts.Getter == nil && !opts.RevocationOptional {
 		return nil, errors.New("sevsnp: CheckRevocation needs a Getter to fetch the CRL")
 	}
 	now := opts.Now
@@ -113,6 +127,7 @@ func NewVerifier(opts Options) (*Verifier, error) {
 		testRoots:       testRoots,
 		now:             now,
 		checkRevocation: opts.CheckRevocation,
+		revocationOpt:   opts.RevocationOptional,
 		getter:          opts.Getter,
 	}, nil
 }
@@ -243,16 +258,17 @@ func (v *Verifier) finish(ctx context.Context, rep *spb.Report, reportLine strin
 	if err := checkBinding(rep, line, exts, key); err != nil {
 		return nil, attestation.Errorf(attestation.ReasonSignature, err)
 	}
+	revocation := attestation.RevocationNotChecked
 	if v.checkRevocation {
-		if err := v.checkRevoked(ctx, line, key, ek, now); err != nil {
+		switch err := v.checkRevoked(ctx, line, key, ek, now); {
+		case errors.Is(err, errRevocationNotChecked):
+		case err != nil:
 			return nil, err
+		default:
+			revocation = attestation.RevocationChecked
 		}
 	}
 	snp := normalize(rep, line, key)
-	revocation := attestation.RevocationNotChecked
-	if v.checkRevocation {
-		revocation = attestation.RevocationChecked
-	}
 	return &attestation.Claims{
 		Platform:   attestation.PlatformSEVSNP,
 		ReportData: snp.ReportData,
@@ -331,9 +347,16 @@ func (v *Verifier) checkRevoked(ctx context.Context, line string, key abi.Report
 	if len(ica.CRLDistributionPoints) == 0 {
 		return attestation.Errorf(attestation.ReasonCollateral, fmt.Errorf("sevsnp: %s has no CRL distribution point", ica.Subject.CommonName))
 	}
-	crl, err := v.crls.get(ctx, v.getter, ica.CRLDistributionPoints, root.ProductCerts.Ark, now)
+	var crl *x509.RevocationList
+	err := attestation.Errorf(attestation.ReasonCollateral, fmt.Errorf("sevsnp: no collateral getter: %w", errNoCRL))
+	if v.getter != nil {
+		crl, err = v.crls.get(ctx, v.getter, ica.CRLDistributionPoints, root.ProductCerts.Ark, now)
+	}
 	if err != nil {
-		return attestation.Errorf(attestation.ReasonCollateral, err)
+		if v.revocationOpt && errors.Is(err, errNoCRL) {
+			return errRevocationNotChecked
+		}
+		return err
 	}
 	for _, e := range crl.RevokedCertificateEntries {
 		if e.SerialNumber != nil && e.SerialNumber.Cmp(ica.SerialNumber) == 0 {
@@ -370,22 +393,29 @@ func (c *crlCache) get(ctx context.Context, getter trust.HTTPSGetter, urls []str
 	// Fetch without holding the lock: a slow KDS must not stall verifications
 	// that can use a cached CRL for another product line.
 	var errs []error
+	// A CRL that was obtained but is forged or out of date makes the
+	// failure more specific than "unavailable".
+	reason := attestation.ReasonCollateral
+	fetched := false
 	for _, u := range urls {
 		der, err := trust.GetWith(ctx, getter, u)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("fetch %s: %w", u, err))
 			continue
 		}
+		fetched = true
 		crl, err := x509.ParseRevocationList(der)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("parse CRL from %s: %w", u, err))
 			continue
 		}
 		if err := crl.CheckSignatureFrom(ark); err != nil {
+			reason = attestation.ReasonSignature
 			errs = append(errs, fmt.Errorf("CRL from %s not signed by %s: %w", u, ark.Subject.CommonName, err))
 			continue
 		}
 		if err := crlCurrent(crl, now); err != nil {
+			reason = attestation.ReasonCollateralExpired
 			errs = append(errs, fmt.Errorf("CRL from %s: %w", u, err))
 			continue
 		}
@@ -397,7 +427,10 @@ func (c *crlCache) get(ctx context.Context, getter trust.HTTPSGetter, urls []str
 		c.mu.Unlock()
 		return crl, nil
 	}
-	return nil, fmt.Errorf("sevsnp: no usable CRL: %w", errors.Join(errs...))
+	if !fetched {
+		errs = append(errs, errNoCRL)
+	}
+	return nil, attestation.Errorf(reason, fmt.Errorf("sevsnp: no usable CRL: %w", errors.Join(errs...)))
 }
 
 // crlCurrent rejects a CRL outside its validity period: an old CRL replayed

@@ -495,23 +495,35 @@ func TestRevocation(t *testing.T) {
 	}
 	foreign := foreignCRL(t, s, now)
 	for name, c := range map[string]struct {
-		getter trust.HTTPSGetter
-		now    time.Time
-		want   attestation.Reason
+		getter   trust.HTTPSGetter
+		now      time.Time
+		optional bool // RevocationOptional, as kms evidence verify --offline sets it
+		want     attestation.Reason
+		checked  attestation.Revocation
 	}{
-		"not revoked":          {mapGetter{url: good}, now, ""},
-		"ASK revoked":          {mapGetter{url: revoked}, now, attestation.ReasonRevoked},
-		"CRL unavailable":      {mapGetter{}, now, attestation.ReasonCollateral},
-		"CRL expired":          {mapGetter{url: good}, now.Add(8 * 24 * time.Hour), attestation.ReasonCollateral},
-		"CRL from another ARK": {mapGetter{url: foreign}, now, attestation.ReasonCollateral},
-		"CRL garbage":          {mapGetter{url: []byte("garbage")}, now, attestation.ReasonCollateral},
+		"not revoked":          {getter: mapGetter{url: good}, now: now, checked: attestation.RevocationChecked},
+		"ASK revoked":          {getter: mapGetter{url: revoked}, now: now, want: attestation.ReasonRevoked},
+		"CRL unavailable":      {getter: mapGetter{}, now: now, want: attestation.ReasonCollateral},
+		"CRL expired":          {getter: mapGetter{url: good}, now: now.Add(8 * 24 * time.Hour), want: attestation.ReasonCollateralExpired},
+		"CRL from another ARK": {getter: mapGetter{url: foreign}, now: now, want: attestation.ReasonSignature},
+		"CRL garbage":          {getter: mapGetter{url: []byte("garbage")}, now: now, want: attestation.ReasonCollateral},
+		// Optional revocation forgives only a CRL that is not at hand.
+		"optional, unavailable": {getter: mapGetter{}, now: now, optional: true, checked: attestation.RevocationNotChecked},
+		"optional, no getter":   {now: now, optional: true, checked: attestation.RevocationNotChecked},
+		"optional, revoked":     {getter: mapGetter{url: revoked}, now: now, optional: true, want: attestation.ReasonRevoked},
+		"optional, expired":     {getter: mapGetter{url: good}, now: now.Add(8 * 24 * time.Hour), optional: true, want: attestation.ReasonCollateralExpired},
+		"optional, garbage":     {getter: mapGetter{url: []byte("garbage")}, now: now, optional: true, want: attestation.ReasonCollateral},
+		"optional, present":     {getter: mapGetter{url: good}, now: now, optional: true, checked: attestation.RevocationChecked},
 	} {
 		t.Run(name, func(t *testing.T) {
-			v := newVerifier(t, sevsnp.Options{TestRootsPEM: s.RootsPEM(), CheckRevocation: true, Getter: c.getter, Now: fixedNow(c.now)})
-			_, err := v.VerifyReport(context.Background(), report, table)
+			v := newVerifier(t, sevsnp.Options{TestRootsPEM: s.RootsPEM(), CheckRevocation: true, RevocationOptional: c.optional, Getter: c.getter, Now: fixedNow(c.now)})
+			claims, err := v.VerifyReport(context.Background(), report, table)
 			if c.want == "" {
 				if err != nil {
 					t.Fatalf("Verify: %v", err)
+				}
+				if claims.Revocation != c.checked {
+					t.Fatalf("Revocation = %q, want %q", claims.Revocation, c.checked)
 				}
 				return
 			}
