@@ -40,6 +40,23 @@ func TestLoadDefaultsAndResolvesPaths(t *testing.T) {
 	if c.Store.Bolt != filepath.Join(dir, "kms.db") || c.KEK != "local://"+filepath.Join(dir, "kek.key") {
 		t.Fatalf("paths not resolved against the config directory: %q %q", c.Store.Bolt, c.KEK)
 	}
+	if c.Attestation.Collateral.Dir != filepath.Join(dir, DefaultCollateralDir) || c.Attestation.Collateral.Offline {
+		t.Fatalf("collateral defaults: %+v", c.Attestation.Collateral)
+	}
+	if len(c.Attestation.Platforms) != 4 {
+		t.Fatalf("all platforms should be enabled by default, got %v", c.Attestation.Platforms)
+	}
+	// Revocation is on unless switched off explicitly.
+	if !Revocation(c.Attestation.SEVSNP.CheckRevocation) || !Revocation(c.Attestation.TDX.CheckRevocation) {
+		t.Fatal("revocation checking is off by default")
+	}
+	off, err := Parse([]byte(minimal + "attestation: {tdx: {check_revocation: false}}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if Revocation(off.Attestation.TDX.CheckRevocation) || !Revocation(off.Attestation.SEVSNP.CheckRevocation) {
+		t.Fatal("check_revocation: false on tdx did not switch off exactly tdx")
+	}
 }
 
 func TestParseRejects(t *testing.T) {
@@ -52,6 +69,10 @@ func TestParseRejects(t *testing.T) {
 		"both key sources":   {strings.Replace(minimal, "audiences:", "jwks_url: https://x/keys\n      audiences:", 1), "exactly one"},
 		"tiny request limit": {minimal + "limits: {max_request_bytes: 100}\n", "too small"},
 		"duplicate key set":  {minimal + "keysets: [{name: a}, {name: a}]\n", "duplicate"},
+		"unknown platform":   {minimal + "attestation: {platforms: [sgx]}\n", "unknown evidence type"},
+		"platform twice":     {minimal + "attestation: {platforms: [tdx, tdx]}\n", "listed twice"},
+		"plain http PCCS":    {minimal + "attestation: {collateral: {intel_pcs_url: 'http://pccs:8081'}}\n", "allow_plain_http"},
+		"not a URL":          {minimal + "attestation: {collateral: {amd_kds_url: 'kds'}}\n", "not an http(s) URL"},
 		"oversized":          {strings.Repeat("#", MaxFileSize+1), "larger"},
 	}
 	for name, c := range cases {
