@@ -11,7 +11,7 @@
 //	version: 1                  # required; the only version understood
 //	rules:                      # required, non-empty; ANY-OF
 //	  - name: prod-inference    # required, unique, 1-64 of [A-Za-z0-9._-]
-//	    sev_snp:                # evidence section; exactly one per rule
+//	    sev_snp:                # evidence section; exactly one per rule (see below)
 //	      measurements: [<96 hex>, ...]  # required, non-empty allow-list
 //	      host_data: [<64 hex>, ...]     # optional allow-list
 //	      family_ids: [<32 hex>, ...]    # optional allow-list
@@ -36,17 +36,52 @@
 //	        xms_az_rid: "..."   # string, number or bool; an array claim
 //	                            # matches when it contains the value
 //
+// The other evidence sections, each in place of sev_snp:
+//
+//	tdx:                                 # Intel TDX quote
+//	  mrtd: [<96 hex>, ...]              # required, non-empty allow-list
+//	  rtmr0: [<96 hex>, ...]             # optional allow-lists, rtmr0..rtmr3
+//	  mrconfigid: [<96 hex>, ...]        # optional allow-list
+//	  mrowner: [<96 hex>, ...]           # optional allow-list
+//	  mrownerconfig: [<96 hex>, ...]     # optional allow-list
+//	  mrseam: [<96 hex>, ...]            # optional allow-list (TDX module)
+//	  allow_debug: false                 # default false (TD attributes bit 0)
+//	  min_tee_tcb_svn: <32 hex>          # optional; 16 components, each a minimum
+//	  tcb_statuses: [UpToDate]           # default [UpToDate]
+//	  forbidden_advisories: [INTEL-SA-00837, ...]  # optional
+//
+//	azure_sev_snp_vtpm:                  # Azure confidential VM on SEV-SNP
+//	  vtpm:                              # required
+//	    secure_boot: true                # default true: secure boot required
+//	    pcrs:                            # required, non-empty; SHA-256 bank
+//	      7: [<64 hex>, ...]             # PCR index 0-23 -> allow-list
+//	      11: [<64 hex>, ...]
+//	    vm_unique_ids: [<GUID>, ...]     # optional, case-insensitive
+//	  sev_snp:                           # optional; the sev_snp conditions, but
+//	    measurements: [<96 hex>, ...]    # the measurement allow-list is optional
+//
+//	azure_tdx_vtpm:                      # Azure confidential VM on TDX
+//	  vtpm: ...                          # as above
+//	  tdx:                               # optional; the tdx conditions, but
+//	    mrtd: [<96 hex>, ...]            # the mrtd allow-list is optional
+//
+// tcb_statuses takes Intel's names: UpToDate, SWHardeningNeeded,
+// ConfigurationNeeded, ConfigurationAndSWHardeningNeeded, OutOfDate and
+// OutOfDateConfigurationNeeded. Advisory ids are written INTEL-SA-nnnnn and
+// compare case-insensitively.
+//
 // Rules are any-of: evaluation walks the rules in file order and the first
 // rule whose conditions all hold grants. Conditions inside a rule, and
 // values inside an optional field, are all-of across fields and any-of
 // within one allow-list.
 //
-// Every rule must carry exactly one evidence section (today only sev_snp;
-// tdx and azure_vtpm sections will sit beside it). A rule with only token
-// conditions is rejected at parse time because it would release keys to
-// anyone holding a token, without attestation. An evidence section only
-// matches evidence of its platform: a sev_snp rule never grants to TDX
-// evidence.
+// Every rule must carry exactly one evidence section: sev_snp, tdx,
+// azure_sev_snp_vtpm or azure_tdx_vtpm. A rule with only token conditions is
+// rejected at parse time because it would release keys to anyone holding a
+// token, without attestation. An evidence section only matches evidence of
+// its platform: a sev_snp rule never grants to TDX evidence, nor to Azure
+// SEV-SNP evidence although that carries an SNP report, because on Azure
+// the report measures Microsoft's paravisor, not the workload.
 //
 // # Defaults and why
 //
@@ -58,6 +93,30 @@
 //   - min_tcb is compared part by part (not as a packed integer) with the
 //     REPORTED TCB, the TCB the signing VCEK was derived from and therefore
 //     the one the signature chain vouches for. An omitted part has minimum 0.
+//   - tdx.allow_debug defaults to false for the same reason: the debug bit
+//     of the TD attributes lets the host read and write TD memory.
+//   - tdx.tcb_statuses defaults to [UpToDate]. Any other status means Intel
+//     knows of a weakness of the platform (an unpatched microcode or TDX
+//     module, a configuration such as SMT that needs a judgment); a policy
+//     accepts it only by naming it, ideally with forbidden_advisories for
+//     the advisories the operator will not accept. "Revoked" cannot be
+//     listed: verification refuses revoked levels.
+//   - min_tee_tcb_svn is compared component by component, as Intel's TCB
+//     levels are: each of the 16 bytes versions a different component, so
+//     a packed comparison would let a newer component hide an older one.
+//   - On Azure (azure_sev_snp_vtpm, azure_tdx_vtpm) the hardware report
+//     measures the paravisor (HCL), which Microsoft builds and updates; the
+//     workload's identity is in the vTPM's PCRs, which the paravisor's
+//     report vouches for. So vtpm.pcrs is required and non-empty (a rule
+//     without it would release to any Azure confidential VM), and the
+//     hardware measurement is optional: pinning it means updating the
+//     policy with every Azure paravisor update. secure_boot defaults to
+//     true: without secure boot, the PCRs alone must exclude every boot
+//     chain the operator has not vetted.
+//   - An omitted hardware section inside an Azure section is the same as
+//     an empty one: its defaults still apply to the hardware claims (no
+//     debug guest, VMPL 0, TCB status UpToDate). Canonical form writes it
+//     out.
 //   - Optional allow-lists that are omitted accept any value. An allow-list
 //     that is present must be non-empty, and an explicit null is rejected:
 //     "host_data: []" or "host_data:" reads like "nothing allowed" but would
@@ -67,9 +126,10 @@
 //     token conditions narrow which identities may receive this key set.
 //
 // Parse is strict: unknown fields, duplicate keys, duplicate rule names,
-// duplicate allow-list entries, malformed hex, wrong hex lengths, multiple
-// YAML documents and inputs over MaxSize are errors that name the line and
-// field.
+// duplicate allow-list entries, malformed hex, wrong hex lengths, unknown
+// TCB statuses, malformed advisory ids, PCR indices outside 0-23 or not
+// in plain decimal ("07"), multiple YAML documents and inputs over MaxSize
+// are errors that name the line and field.
 //
 // # Decisions
 //
@@ -78,6 +138,13 @@
 // can fix a policy or a deployment in one pass. Rules for other platforms
 // are skipped silently; if no rule covers the platform, or no evidence was
 // supplied, the decision carries a single policy-level denial (Rule "").
+//
+// Explain evaluates every rule (also those after the granting one) and
+// reports each condition, by its grammar path (tdx.mrtd,
+// azure_sev_snp_vtpm.vtpm.pcrs[7], token.tenant_ids), as held or failed,
+// with the decision; `kms policy explain` prints its String form. Evaluate
+// and Explain run the same code, so they cannot disagree; the failures an
+// Explanation lists are exactly the Denials of a denying Decision.
 //
 // A Policy is immutable after Parse and safe for concurrent use.
 package policy

@@ -56,14 +56,23 @@ type rule struct {
 	raw      rawRule          // normalized form, for Marshal
 }
 
+// platform returns the platform of the rule's evidence section, or "" for
+// a rule that failed to compile.
+func (r *rule) platform() attestation.Platform {
+	if r.evidence == nil {
+		return ""
+	}
+	return r.evidence.platform()
+}
+
 // evidenceConditions is one platform section of a rule. Adding a platform
-// (tdx, azure_vtpm) means a raw section in rawRule, a compile function and
-// an implementation of this interface; Evaluate does not change.
+// means a raw section in rawRule, a compile function and an implementation
+// of this interface; Evaluate does not change.
 type evidenceConditions interface {
 	platform() attestation.Platform
-	// check appends a denial for every condition c does not satisfy. c is
-	// non-nil and c.Platform == platform().
-	check(c *attestation.Claims, d *denials)
+	// check records every condition of the section as held or failed. c
+	// is non-nil and c.Platform == platform().
+	check(c *attestation.Claims, r *recorder)
 }
 
 // rawPolicy mirrors the YAML document. Field order here is the order
@@ -74,13 +83,16 @@ type rawPolicy struct {
 }
 
 type rawRule struct {
-	Name   string    `yaml:"name"`
-	SEVSNP *rawSNP   `yaml:"sev_snp,omitempty"`
-	Token  *rawToken `yaml:"token,omitempty"`
+	Name     string       `yaml:"name"`
+	SEVSNP   *rawSNP      `yaml:"sev_snp,omitempty"`
+	TDX      *rawTDX      `yaml:"tdx,omitempty"`
+	AzureSNP *rawAzureSNP `yaml:"azure_sev_snp_vtpm,omitempty"`
+	AzureTDX *rawAzureTDX `yaml:"azure_tdx_vtpm,omitempty"`
+	Token    *rawToken    `yaml:"token,omitempty"`
 }
 
 type rawSNP struct {
-	Measurements []string              `yaml:"measurements"`
+	Measurements []string              `yaml:"measurements,omitempty"`
 	HostData     []string              `yaml:"host_data,omitempty"`
 	FamilyIDs    []string              `yaml:"family_ids,omitempty"`
 	ImageIDs     []string              `yaml:"image_ids,omitempty"`
@@ -296,6 +308,10 @@ func lookup(n *yaml.Node, key string) (k, v *yaml.Node) {
 	return nil, nil
 }
 
+// mapKey is a path element that names an entry of a mapping whose keys are
+// data (pcrs: {7: ...}); it prints as pcrs[7] rather than pcrs.7.
+type mapKey string
+
 // lineAt follows path (string keys, int indices) from n and returns the
 // line of the deepest key or item reached: the field itself when it exists,
 // else its closest written ancestor (a missing field, or a path through a
@@ -307,6 +323,8 @@ func lineAt(n *yaml.Node, path ...any) int {
 		switch p := p.(type) {
 		case string:
 			at, next = lookup(cur, p)
+		case mapKey:
+			at, next = lookup(cur, string(p))
 		case int:
 			c := resolveAlias(cur)
 			if c != nil && c.Kind == yaml.SequenceNode && p >= 0 && p < len(c.Content) {
@@ -340,6 +358,8 @@ func (v *validator) errorf(path []any, format string, args ...any) {
 		switch p := p.(type) {
 		case int:
 			fmt.Fprintf(&sb, "[%d]", p)
+		case mapKey:
+			fmt.Fprintf(&sb, "[%s]", string(p))
 		default:
 			if i > 0 {
 				sb.WriteByte('.')
@@ -350,6 +370,9 @@ func (v *validator) errorf(path []any, format string, args ...any) {
 	line := lineAt(v.root, path...)
 	v.errs = append(v.errs, fmt.Errorf("line %d: %s: %s", line, sb.String(), fmt.Sprintf(format, args...)))
 }
+
+// evidenceSections lists the evidence sections a rule may carry.
+const evidenceSections = "sev_snp, tdx, azure_sev_snp_vtpm, azure_tdx_vtpm"
 
 var namePattern = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
 
@@ -383,11 +406,23 @@ func (v *validator) compile(raw *rawPolicy) *Policy {
 		r.raw.Name = rr.Name
 		if rr.SEVSNP != nil {
 			sections++
-			r.evidence, r.raw.SEVSNP = v.compileSNP(rr.SEVSNP, append(path, "sev_snp"))
+			r.evidence, r.raw.SEVSNP = v.compileSNP(rr.SEVSNP, append(path, "sev_snp"), "sev_snp", true)
+		}
+		if rr.TDX != nil {
+			sections++
+			r.evidence, r.raw.TDX = v.compileTDX(rr.TDX, append(path, "tdx"), "tdx", true)
+		}
+		if rr.AzureSNP != nil {
+			sections++
+			r.evidence, r.raw.AzureSNP = v.compileAzureSNP(rr.AzureSNP, append(path, "azure_sev_snp_vtpm"))
+		}
+		if rr.AzureTDX != nil {
+			sections++
+			r.evidence, r.raw.AzureTDX = v.compileAzureTDX(rr.AzureTDX, append(path, "azure_tdx_vtpm"))
 		}
 		switch sections {
 		case 0:
-			v.errorf(path, "rule %q has no evidence section (sev_snp); a rule without attestation would release keys to any token holder", rr.Name)
+			v.errorf(path, "rule %q has no evidence section (%s); a rule without attestation would release keys to any token holder", rr.Name, evidenceSections)
 		case 1:
 		default:
 			v.errorf(path, "rule %q has %d evidence sections; give each platform its own rule", rr.Name, sections)
@@ -402,7 +437,7 @@ func (v *validator) compile(raw *rawPolicy) *Policy {
 
 // hexList validates an allow-list of fixed-length hex strings and returns
 // the set (keyed by raw bytes) and its canonical form (lowercase, sorted).
-func (v *validator) hexList(list []string, size int, path []any, field string, required bool) (map[string]struct{}, []string) {
+func (v *validator) hexList(list []string, size int, path []any, field any, required bool) (map[string]struct{}, []string) {
 	fp := append(slices.Clip(path), field)
 	if list == nil {
 		if required {

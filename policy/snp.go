@@ -9,9 +9,12 @@ import (
 	"github.com/attested-kms/attested-kms/attestation"
 )
 
-// snpConditions is a compiled sev_snp section. Nil sets mean "any".
+// snpConditions is a compiled sev_snp section, bare or nested in
+// azure_sev_snp_vtpm. Nil sets mean "any".
 type snpConditions struct {
-	measurements map[string]struct{} // keyed by raw bytes
+	// at names conditions: "sev_snp.vmpl" or "azure_sev_snp_vtpm.sev_snp.vmpl".
+	at           condPaths
+	measurements map[string]struct{} // keyed by raw bytes; nil only when nested
 	hostData     map[string]struct{}
 	familyIDs    map[string]struct{}
 	imageIDs     map[string]struct{}
@@ -21,10 +24,12 @@ type snpConditions struct {
 	minGuestSVN  uint32   // 0 is no constraint
 }
 
-func (v *validator) compileSNP(rs *rawSNP, path []any) (*snpConditions, *rawSNP) {
-	c := &snpConditions{allowDebug: rs.AllowDebug, minTCB: rs.MinTCB}
+// compileSNP compiles a sev_snp section. requireMeasurement is false
+// inside azure_sev_snp_vtpm, where the measurement is the paravisor's.
+func (v *validator) compileSNP(rs *rawSNP, path []any, prefix string, requireMeasurement bool) (*snpConditions, *rawSNP) {
+	c := &snpConditions{at: newCondPaths(prefix, snpFields...), allowDebug: rs.AllowDebug, minTCB: rs.MinTCB}
 	out := &rawSNP{AllowDebug: rs.AllowDebug, MinTCB: rs.MinTCB, MinGuestSVN: rs.MinGuestSVN}
-	c.measurements, out.Measurements = v.hexList(rs.Measurements, measurementLen, path, "measurements", true)
+	c.measurements, out.Measurements = v.hexList(rs.Measurements, measurementLen, path, "measurements", requireMeasurement)
 	c.hostData, out.HostData = v.hexList(rs.HostData, hostDataLen, path, "host_data", false)
 	c.familyIDs, out.FamilyIDs = v.hexList(rs.FamilyIDs, familyIDLen, path, "family_ids", false)
 	c.imageIDs, out.ImageIDs = v.hexList(rs.ImageIDs, imageIDLen, path, "image_ids", false)
@@ -55,61 +60,73 @@ func (v *validator) compileSNP(rs *rawSNP, path []any) (*snpConditions, *rawSNP)
 	return c, out
 }
 
+// snpFields are the condition names of a sev_snp section.
+var snpFields = []string{"measurements", "host_data", "family_ids", "image_ids",
+	"min_tcb.bootloader", "min_tcb.tee", "min_tcb.snp", "min_tcb.microcode", "min_tcb.fmc",
+	"allow_debug", "vmpl", "min_guest_svn"}
+
 func (c *snpConditions) platform() attestation.Platform { return attestation.PlatformSEVSNP }
 
-func (c *snpConditions) check(ev *attestation.Claims, d *denials) {
+func (c *snpConditions) check(ev *attestation.Claims, r *recorder) {
 	s := ev.SEVSNP
 	if s == nil {
-		d.add("sev_snp", "sev-snp evidence carries no SEV-SNP claims")
+		r.fail(c.at.prefix, string(ev.Platform)+" evidence carries no SEV-SNP claims")
 		return
 	}
-	if _, ok := c.measurements[string(s.Measurement)]; !ok {
-		d.add("sev_snp.measurements", "measurement "+hexOrEmpty(s.Measurement)+
-			" is not among the "+count(len(c.measurements), "allowed measurement"))
-	}
-	if c.hostData != nil {
-		if _, ok := c.hostData[string(s.HostData)]; !ok {
-			d.add("sev_snp.host_data", "host data "+hexOrEmpty(s.HostData)+
-				" is not among the "+count(len(c.hostData), "allowed host data value"))
-		}
-	}
-	if c.familyIDs != nil {
-		if _, ok := c.familyIDs[string(s.FamilyID)]; !ok {
-			d.add("sev_snp.family_ids", "family id "+hexOrEmpty(s.FamilyID)+
-				" is not among the "+count(len(c.familyIDs), "allowed family id"))
-		}
-	}
-	if c.imageIDs != nil {
-		if _, ok := c.imageIDs[string(s.ImageID)]; !ok {
-			d.add("sev_snp.image_ids", "image id "+hexOrEmpty(s.ImageID)+
-				" is not among the "+count(len(c.imageIDs), "allowed image id"))
-		}
-	}
+	at := c.at.of
+	r.hexIn(at("measurements"), "measurement", "allowed measurement", c.measurements, s.Measurement)
+	r.hexIn(at("host_data"), "host data", "allowed host data value", c.hostData, s.HostData)
+	r.hexIn(at("family_ids"), "family id", "allowed family id", c.familyIDs, s.FamilyID)
+	r.hexIn(at("image_ids"), "image id", "allowed image id", c.imageIDs, s.ImageID)
 	if m := c.minTCB; m != nil {
-		r := s.ReportedTCB
-		checkTCBPart(d, "bootloader", r.Bootloader, m.Bootloader)
-		checkTCBPart(d, "tee", r.TEE, m.TEE)
-		checkTCBPart(d, "snp", r.SNP, m.SNP)
-		checkTCBPart(d, "microcode", r.Microcode, m.Microcode)
-		checkTCBPart(d, "fmc", r.FMC, m.FMC)
+		t := s.ReportedTCB
+		checkTCBPart(r, at("min_tcb.bootloader"), "bootloader", t.Bootloader, m.Bootloader)
+		checkTCBPart(r, at("min_tcb.tee"), "tee", t.TEE, m.TEE)
+		checkTCBPart(r, at("min_tcb.snp"), "snp", t.SNP, m.SNP)
+		checkTCBPart(r, at("min_tcb.microcode"), "microcode", t.Microcode, m.Microcode)
+		checkTCBPart(r, at("min_tcb.fmc"), "fmc", t.FMC, m.FMC)
 	}
-	if s.Debug && !c.allowDebug {
-		d.add("sev_snp.allow_debug", "debug guest refused: its guest policy lets the host read and write guest memory (allow_debug is false)")
+	checkDebug(r, at("allow_debug"), s.Debug, c.allowDebug,
+		"debug guest refused: its guest policy lets the host read and write guest memory (allow_debug is false)")
+	vmpl := func() string {
+		return "report was requested at VMPL " + strconv.FormatUint(uint64(s.VMPL), 10) + "; allowed: " + joinUints(c.vmpl)
 	}
-	if !slices.Contains(c.vmpl, s.VMPL) {
-		d.add("sev_snp.vmpl", "report was requested at VMPL "+strconv.FormatUint(uint64(s.VMPL), 10)+
-			"; allowed: "+joinUints(c.vmpl))
+	if slices.Contains(c.vmpl, s.VMPL) {
+		r.hold(at("vmpl"), vmpl)
+	} else {
+		r.fail(at("vmpl"), vmpl())
 	}
-	if s.GuestSVN < c.minGuestSVN {
-		d.add("sev_snp.min_guest_svn", "guest SVN "+strconv.FormatUint(uint64(s.GuestSVN), 10)+
-			" is below the minimum "+strconv.FormatUint(uint64(c.minGuestSVN), 10))
+	if c.minGuestSVN > 0 {
+		svn := func(rel string) string {
+			return "guest SVN " + strconv.FormatUint(uint64(s.GuestSVN), 10) + rel + strconv.FormatUint(uint64(c.minGuestSVN), 10)
+		}
+		if s.GuestSVN >= c.minGuestSVN {
+			r.hold(at("min_guest_svn"), func() string { return svn(" meets the minimum ") })
+		} else {
+			r.fail(at("min_guest_svn"), svn(" is below the minimum "))
+		}
 	}
 }
 
-func checkTCBPart(d *denials, part string, reported, minimum uint8) {
-	if reported < minimum {
-		d.add("sev_snp.min_tcb."+part, "reported TCB "+part+" is "+strconv.Itoa(int(reported))+
-			", below the minimum "+strconv.Itoa(int(minimum)))
+func checkTCBPart(r *recorder, cond, part string, reported, minimum uint8) {
+	if reported >= minimum {
+		r.hold(cond, func() string {
+			return "reported TCB " + part + " is " + strconv.Itoa(int(reported)) + ", at least the minimum " + strconv.Itoa(int(minimum))
+		})
+		return
+	}
+	r.fail(cond, "reported TCB "+part+" is "+strconv.Itoa(int(reported))+", below the minimum "+strconv.Itoa(int(minimum)))
+}
+
+// checkDebug is the allow_debug condition of every hardware section.
+func checkDebug(r *recorder, cond string, debug, allowed bool, refusal string) {
+	switch {
+	case !debug:
+		r.hold(cond, func() string { return "not a debug guest" })
+	case allowed:
+		r.hold(cond, func() string { return "debug guest accepted (allow_debug is true)" })
+	default:
+		r.fail(cond, refusal)
 	}
 }
 

@@ -23,6 +23,7 @@ type tokenConditions struct {
 
 type claimCondition struct {
 	name  string
+	cond  string   // "token.claims." + name, joined once
 	value any      // string, bool, int64, uint64 or float64
 	num   *big.Rat // exact value when value is a number
 }
@@ -53,7 +54,7 @@ func (v *validator) compileToken(rt *rawToken, path []any) (*tokenConditions, *r
 				v.errorf(cp, "%v", err)
 				continue
 			}
-			cc := claimCondition{name: name, value: val, num: ratOf(val)}
+			cc := claimCondition{name: name, cond: "token.claims." + name, value: val, num: ratOf(val)}
 			t.claims = append(t.claims, cc)
 			out.Claims[name] = val
 		}
@@ -66,9 +67,9 @@ func (v *validator) compileToken(rt *rawToken, path []any) (*tokenConditions, *r
 	return t, out
 }
 
-func (t *tokenConditions) check(tok map[string]any, d *denials) {
+func (t *tokenConditions) check(tok map[string]any, d *recorder) {
 	if tok == nil {
-		d.add("token", "no verified token claims were presented")
+		d.fail("token", "no verified token claims were presented")
 		return
 	}
 	if t.issuers != nil {
@@ -105,18 +106,17 @@ func stringClaim(tok map[string]any, name string) (s string, present, ok bool) {
 	return s, true, ok
 }
 
-func checkStringClaim(d *denials, tok map[string]any, claim, cond, what string, allowed map[string]struct{}, fold bool) {
+func checkStringClaim(d *recorder, tok map[string]any, claim, cond, what string, allowed map[string]struct{}, fold bool) {
 	s, present, ok := stringClaim(tok, claim)
 	switch {
 	case !present:
-		d.add(cond, "token has no "+claim+" claim")
-		return
+		d.fail(cond, "token has no "+claim+" claim")
 	case !ok:
-		d.add(cond, "token "+claim+" claim is not a string")
-		return
-	}
-	if !inSet(allowed, s, fold) {
-		d.add(cond, what+" "+quote(s)+" is not among the "+count(len(allowed), "allowed value"))
+		d.fail(cond, "token "+claim+" claim is not a string")
+	case inSet(allowed, s, fold):
+		d.hold(cond, func() string { return what + " " + quote(s) + " is allowed" })
+	default:
+		d.fail(cond, what+" "+quote(s)+" is not among the "+count(len(allowed), "allowed value"))
 	}
 }
 
@@ -130,11 +130,11 @@ func inSet(set map[string]struct{}, s string, fold bool) bool {
 
 // checkAudience accepts aud as a string or an array; per RFC 7519 the token
 // is for every audience it lists, so one allowed entry suffices.
-func checkAudience(d *denials, tok map[string]any, allowed map[string]struct{}) {
+func checkAudience(d *recorder, tok map[string]any, allowed map[string]struct{}) {
 	const cond = "token.audiences"
 	v, present := tok["aud"]
 	if !present {
-		d.add(cond, "token has no aud claim")
+		d.fail(cond, "token has no aud claim")
 		return
 	}
 	var auds []string
@@ -150,75 +150,85 @@ func checkAudience(d *denials, tok map[string]any, allowed map[string]struct{}) 
 			}
 		}
 	default:
-		d.add(cond, "token aud claim is neither a string nor an array")
+		d.fail(cond, "token aud claim is neither a string nor an array")
 		return
 	}
 	for _, a := range auds {
 		if _, ok := allowed[a]; ok {
+			d.hold(cond, func() string { return "audience " + quote(a) + " is allowed" })
 			return
 		}
 	}
 	if len(auds) == 1 {
-		d.add(cond, "audience "+quote(auds[0])+" is not among the "+count(len(allowed), "allowed audience"))
+		d.fail(cond, "audience "+quote(auds[0])+" is not among the "+count(len(allowed), "allowed audience"))
 		return
 	}
-	d.add(cond, "none of the token's "+strconv.Itoa(len(auds))+" audiences is among the "+count(len(allowed), "allowed audience"))
+	d.fail(cond, "none of the token's "+strconv.Itoa(len(auds))+" audiences is among the "+count(len(allowed), "allowed audience"))
 }
 
 // checkAppID reads appid (v1 tokens) or azp (v2 tokens). A token carrying
 // both with different values is refused rather than letting either win.
-func checkAppID(d *denials, tok map[string]any, allowed map[string]struct{}) {
+func checkAppID(d *recorder, tok map[string]any, allowed map[string]struct{}) {
 	const cond = "token.app_ids"
 	appid, hasAppid, appidOK := stringClaim(tok, "appid")
 	azp, hasAzp, azpOK := stringClaim(tok, "azp")
 	if (hasAppid && !appidOK) || (hasAzp && !azpOK) {
-		d.add(cond, "token appid or azp claim is not a string")
+		d.fail(cond, "token appid or azp claim is not a string")
 		return
 	}
 	var id string
 	switch {
 	case hasAppid && hasAzp && !strings.EqualFold(appid, azp):
-		d.add(cond, "token carries appid and azp claims that differ")
+		d.fail(cond, "token carries appid and azp claims that differ")
 		return
 	case hasAppid:
 		id = appid
 	case hasAzp:
 		id = azp
 	default:
-		d.add(cond, "token has neither an appid nor an azp claim")
+		d.fail(cond, "token has neither an appid nor an azp claim")
 		return
 	}
 	if !inSet(allowed, id, true) {
-		d.add(cond, "application id "+quote(id)+" is not among the "+count(len(allowed), "allowed application id"))
+		d.fail(cond, "application id "+quote(id)+" is not among the "+count(len(allowed), "allowed application id"))
+		return
 	}
+	d.hold(cond, func() string { return "application id " + quote(id) + " is allowed" })
 }
 
-func (c *claimCondition) check(tok map[string]any, d *denials) {
-	cond := "token.claims." + c.name
+func (c *claimCondition) check(tok map[string]any, d *recorder) {
+	cond := c.cond
 	v, present := tok[c.name]
 	if !present {
-		d.add(cond, "token has no "+quote(c.name)+" claim")
+		d.fail(cond, "token has no "+quote(c.name)+" claim")
 		return
 	}
 	// The token's own value is not echoed: arbitrary claims may hold
 	// personal data (upn, email) that does not belong in logs.
+	contains := func() string {
+		return "token claim " + quote(c.name) + " contains the required value " + c.show()
+	}
 	switch a := v.(type) {
 	case []any:
 		if slices.ContainsFunc(a, c.matches) {
+			d.hold(cond, contains)
 			return
 		}
-		d.add(cond, "token claim "+quote(c.name)+" (an array of "+strconv.Itoa(len(a))+") does not contain the required value "+c.show())
+		d.fail(cond, "token claim "+quote(c.name)+" (an array of "+strconv.Itoa(len(a))+") does not contain the required value "+c.show())
 	case []string:
 		for _, e := range a {
 			if c.matches(e) {
+				d.hold(cond, contains)
 				return
 			}
 		}
-		d.add(cond, "token claim "+quote(c.name)+" (an array of "+strconv.Itoa(len(a))+") does not contain the required value "+c.show())
+		d.fail(cond, "token claim "+quote(c.name)+" (an array of "+strconv.Itoa(len(a))+") does not contain the required value "+c.show())
 	default:
-		if !c.matches(v) {
-			d.add(cond, "token claim "+quote(c.name)+" does not equal the required value "+c.show())
+		if c.matches(v) {
+			d.hold(cond, func() string { return "token claim " + quote(c.name) + " equals the required value " + c.show() })
+			return
 		}
+		d.fail(cond, "token claim "+quote(c.name)+" does not equal the required value "+c.show())
 	}
 }
 

@@ -18,6 +18,10 @@ var sectionTypes = map[string]reflect.Type{
 	"policy.rawPolicy":     reflect.TypeFor[rawPolicy](),
 	"policy.rawRule":       reflect.TypeFor[rawRule](),
 	"policy.rawSNP":        reflect.TypeFor[rawSNP](),
+	"policy.rawTDX":        reflect.TypeFor[rawTDX](),
+	"policy.rawAzureSNP":   reflect.TypeFor[rawAzureSNP](),
+	"policy.rawAzureTDX":   reflect.TypeFor[rawAzureTDX](),
+	"policy.rawVTPM":       reflect.TypeFor[rawVTPM](),
 	"policy.rawToken":      reflect.TypeFor[rawToken](),
 	"attestation.TCBParts": reflect.TypeFor[attestation.TCBParts](),
 }
