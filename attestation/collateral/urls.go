@@ -79,7 +79,7 @@ func parseDocURL(raw string) (*docURL, error) {
 	prefixes, ok := pathPrefixes[host]
 	localOnly := false
 	if !ok && strings.HasSuffix(host, localOnlySuffix) && validLocalHost(host) {
-		prefixes, ok, localOnly = pathPrefixes[HostAMDKDS], true, true
+		prefixes, ok, localOnly = []string{"/"}, true, true
 	}
 	if !ok {
 		return nil, fmt.Errorf("%w: host %q is not a collateral service", ErrURLNotAllowed, host)
@@ -105,17 +105,23 @@ func parseDocURL(raw string) (*docURL, error) {
 		path:      u.Path,
 		rawQuery:  u.RawQuery,
 		rel:       rel,
-		kind:      kindOf(kindHost(host, localOnly), u.Path),
+		kind:      kindOf(kindHost(host, u.Path, localOnly), u.Path),
 		localOnly: localOnly,
 	}, nil
 }
 
-// kindHost classifies simulator documents like the vendor's they imitate.
-func kindHost(host string, localOnly bool) string {
-	if localOnly {
-		return HostAMDKDS
+// kindHost classifies simulator documents like the vendor's whose paths
+// they imitate.
+func kindHost(host, path string, localOnly bool) string {
+	if !localOnly {
+		return host
 	}
-	return host
+	for _, h := range []string{HostAMDKDS, HostIntelPCS} {
+		if hasAnyPrefix(path, pathPrefixes[h]) {
+			return h
+		}
+	}
+	return HostIntelCerts
 }
 
 // validLocalHost accepts DNS-like names only, so the host is a safe
