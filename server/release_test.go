@@ -33,6 +33,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/attested-kms/attested-kms/attestation"
+	"github.com/attested-kms/attested-kms/attestation/collateral"
 	"github.com/attested-kms/attested-kms/attestation/sevsnp"
 	"github.com/attested-kms/attested-kms/attestation/sevsnp/simulate"
 	"github.com/attested-kms/attested-kms/challenge"
@@ -178,6 +179,7 @@ tokens:
       discovery: %q
       audiences: [%q]
 attestation:
+  collateral: {dir: %q, offline: true}
   sev_snp: {test_roots_file: %q}
 limits: {max_request_bytes: 16384}
 keysets:
@@ -185,7 +187,7 @@ keysets:
     policy_file: %q
 `, filepath.Join(dir, "admin.sock"), certPath, keyPath, filepath.Join(dir, "kms.db"), "local://"+kekPath,
 		write("nonce.sealed", sealed), iss.IssuerURL(), iss.URL(), audience,
-		write("roots.pem", trusted.RootsPEM()), write("policy.yaml", []byte(policyYAML(iss.IssuerURL()))))
+		simulatorCollateral(t, dir, trusted), write("roots.pem", trusted.RootsPEM()), write("policy.yaml", []byte(policyYAML(iss.IssuerURL()))))
 	cfg, err := config.Parse([]byte(cfgYAML))
 	if err != nil {
 		t.Fatal(err)
@@ -222,6 +224,21 @@ keysets:
 	}
 	e.kid = keys.GetKeys()[0].GetKid()
 	return e
+}
+
+// simulatorCollateral prepares an offline collateral directory holding the
+// simulated ARK's CRL, so the server checks revocation as in production.
+func simulatorCollateral(t testing.TB, dir string, s *simulate.Signer) string {
+	t.Helper()
+	cdir := filepath.Join(dir, "collateral")
+	url, der, err := s.CRL(time.Now(), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := collateral.WriteDocument(cdir, url, nil, der); err != nil {
+		t.Fatal(err)
+	}
+	return cdir
 }
 
 type lockedWriter struct {

@@ -18,12 +18,12 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/google/go-sev-guest/verify/trust"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
 	"github.com/attested-kms/attested-kms/attestation"
-	"github.com/attested-kms/attested-kms/attestation/sevsnp"
+	"github.com/attested-kms/attested-kms/attestation/collateral"
+	"github.com/attested-kms/attested-kms/attestation/verifiers"
 	"github.com/attested-kms/attested-kms/challenge"
 	"github.com/attested-kms/attested-kms/config"
 	"github.com/attested-kms/attested-kms/keystore"
@@ -123,13 +123,13 @@ func newWithStore(ctx context.Context, cfg *config.Config, log *slog.Logger, sto
 	if err != nil {
 		return nil, err
 	}
-	snp, err := newSNPVerifier(cfg.Attestation.SEVSNP, log)
+	evidence, err := newEvidenceVerifiers(cfg.Attestation, log)
 	if err != nil {
 		return nil, err
 	}
 	rel, err := NewReleaseService(ReleaseDeps{
 		Keys: keys, Tokens: tokens, Nonces: nonces, Logger: log, Rand: rand.Reader,
-		Evidence: map[attestation.Platform]EvidenceVerifier{attestation.PlatformSEVSNP: snp},
+		Evidence: evidence.Verifiers(),
 	})
 	if err != nil {
 		return nil, err
@@ -155,28 +155,52 @@ func newTokenVerifier(ctx context.Context, c config.Tokens) (*token.Verifier, er
 	return v, nil
 }
 
-func newSNPVerifier(c config.SEVSNP, log *slog.Logger) (EvidenceVerifier, error) {
-	opts := sevsnp.Options{CheckRevocation: config.Revocation(c.CheckRevocation)}
-	if opts.CheckRevocation {
-		// AMD's KDS serves the CRL; fetching is wired here, not in the
-		// verifier, so the leaf package stays free of network I/O.
-		opts.Getter = trust.DefaultHTTPSGetter()
-	}
-	if c.TestRootsFile != "" {
-		pem, err := os.ReadFile(c.TestRootsFile)
-		if err != nil {
-			return nil, fmt.Errorf("sev-snp test roots: %w", err)
-		}
-		opts.TestRootsPEM = pem
-	}
-	v, err := sevsnp.NewVerifier(opts)
+// newEvidenceVerifiers builds the platform verifiers and their collateral
+// store from the configuration.
+func newEvidenceVerifiers(c config.Attestation, log *slog.Logger) (*verifiers.Set, error) {
+	store, err := collateral.New(collateral.Config{
+		AMDBaseURL:        c.Collateral.AMDKDSURL,
+		IntelPCSBaseURL:   c.Collateral.IntelPCSURL,
+		IntelCertsBaseURL: c.Collateral.IntelCertsURL,
+		AllowHTTP:         c.Collateral.AllowPlainHTTP,
+		Dir:               c.Collateral.Dir,
+		Offline:           c.Collateral.Offline,
+		Client:            &http.Client{Timeout: time.Duration(c.Collateral.RequestTimeout)},
+		Logger:            log,
+	})
 	if err != nil {
-		return nil, fmt.Errorf("sev-snp verifier: %w", err)
+		return nil, fmt.Errorf("collateral: %w", err)
 	}
-	if v.TrustsTestRoots() {
-		log.Warn("DEVELOPMENT ONLY: SEV-SNP test roots are trusted; simulated evidence will be accepted", "file", c.TestRootsFile)
+	settings := verifiers.Settings{
+		Collateral:    store,
+		SNPRevocation: config.Revocation(c.SEVSNP.CheckRevocation),
+		TDXRevocation: config.Revocation(c.TDX.CheckRevocation),
 	}
-	return v, nil
+	for _, p := range c.Platforms {
+		settings.Platforms = append(settings.Platforms, attestation.Platform(p))
+	}
+	for _, f := range []struct {
+		path string
+		dst  *[]byte
+	}{{c.SEVSNP.TestRootsFile, &settings.SNPTestRootsPEM}, {c.TDX.TestRootsFile, &settings.TDXTestRootsPEM}} {
+		if f.path == "" {
+			continue
+		}
+		if *f.dst, err = os.ReadFile(f.path); err != nil {
+			return nil, fmt.Errorf("test roots: %w", err)
+		}
+	}
+	set, err := verifiers.New(settings)
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range set.TestRoots() {
+		log.Warn("DEVELOPMENT ONLY: simulator test roots are trusted; simulated evidence will be accepted", "vendor", string(p))
+	}
+	if !settings.SNPRevocation || !settings.TDXRevocation {
+		log.Warn("revocation checking is switched off by the configuration", "sev_snp", settings.SNPRevocation, "tdx", settings.TDXRevocation)
+	}
+	return set, nil
 }
 
 // ensureKeySets creates configured key sets that do not exist yet.

@@ -275,6 +275,6 @@ func newPolicyCmd() *cobra.Command {
 		a.register(c)
 		c.Flags().StringVar(&keyset, "keyset", "default", "key set")
 	}
-	cmd.AddCommand(validate, get, set)
+	cmd.AddCommand(validate, get, set, newPolicyExplainCmd())
 	return cmd
 }
