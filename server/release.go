@@ -182,7 +182,9 @@ func (s *ReleaseService) release(ctx context.Context, req *kmsv1.ReleaseKeyReque
 		switch reason {
 		case attestation.ReasonMalformed, attestation.ReasonUnsupported:
 			code = codes.InvalidArgument
-		case attestation.ReasonCollateral:
+		case attestation.ReasonCollateral, attestation.ReasonCollateralExpired:
+			// The KMS lacks current collateral: its problem, retryable,
+			// not a verdict on the caller's evidence.
 			code = codes.Unavailable
 		case "":
 			reason = attestation.ReasonSignature
@@ -190,8 +192,11 @@ func (s *ReleaseService) release(ctx context.Context, req *kmsv1.ReleaseKeyReque
 		return nil, refuse(code, string(reason), "evidence verification failed: %v", err)
 	}
 	rec.platform = string(claims.Platform)
-	if claims.SEVSNP != nil {
+	switch {
+	case claims.SEVSNP != nil:
 		rec.measurement = claims.SEVSNP.Measurement.String()
+	case claims.TDX != nil:
+		rec.measurement = claims.TDX.MRTD.String()
 	}
 
 	binding, err := hpke.BindingDigest(req.GetNonce(), wk.GetPublicKey())
