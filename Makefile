@@ -42,5 +42,10 @@ lint:
 fuzz:
 	./scripts/fuzz.sh $(FUZZTIME)
 
+# Regenerate the generated fixtures (test/fixtures/*/README.md say which
+# and how deterministic they are); genuine recordings are only copied.
+fixtures:
+	$(GO) run ./test/fixtures/gen -dir test/fixtures
+
 clean:
 	rm -rf $(BIN)

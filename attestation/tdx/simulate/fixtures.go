@@ -31,7 +31,9 @@ func FixtureReportData() [64]byte {
 // Fixture file names under <dir>/simulated and <dir>/genuine.
 const (
 	SimulatorKeyFile = "simulator.pem"
-	CollateralDir    = "collateral"
+	// RootsFile holds the simulator's root CA certificate only.
+	RootsFile     = "roots.pem"
+	CollateralDir = "collateral"
 )
 
 // SimulatedQuotes are the simulated fixture quotes by file name.
@@ -83,6 +85,11 @@ func GenerateSimulated(dir string, intel *Intel) error {
 		if err := writeFile(filepath.Join(dir, name), q, 0o644); err != nil {
 			return err
 		}
+	}
+	// The roots alone, for configurations and `kms evidence verify
+	// --test-roots` (the key file is not a roots file).
+	if err := writeFile(filepath.Join(dir, RootsFile), intel.RootsPEM(), 0o644); err != nil {
+		return err
 	}
 	col, err := intel.Collateral(FixtureTime, CollateralOptions{})
 	if err != nil {
