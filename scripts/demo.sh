@@ -80,6 +80,23 @@ grep -q 'PermissionDenied' "$WORK/denied.txt" || fail "denial is not PermissionD
 grep -q 'POLICY_DENIED' "$WORK/denied.txt" || fail "denial does not carry reason POLICY_DENIED"
 grep -q 'measurement' "$WORK/denied.txt" || fail "denial does not name the measurement"
 
+step "operator: verify recorded Azure vTPM evidence (TDX) offline, at its time"
+FIX=test/fixtures
+"$BIN/kms" evidence verify --type azure-tdx-vtpm --evidence "$FIX/azure/tdx-vtpm.coco.json" \
+	--test-roots "$FIX/tdx/simulated/roots.pem" --collateral "$FIX/tdx/simulated/collateral" \
+	--offline --at 2026-01-01T01:00:00Z >"$WORK/claims.json" || fail "recorded Azure TDX vTPM evidence did not verify"
+grep -E '"(platform|revocation|tcb_status|secure_boot)"' "$WORK/claims.json" | sed 's/^ */  /'
+echo "and an altered copy (one PCR value changed) is rejected:"
+sed 's/"pcrs":\["\(.\)/"pcrs":["f/' "$FIX/azure/tdx-vtpm.coco.json" >"$WORK/altered.json"
+cmp -s "$FIX/azure/tdx-vtpm.coco.json" "$WORK/altered.json" && fail "could not alter the fixture"
+if "$BIN/kms" evidence verify --type azure-tdx-vtpm --evidence "$WORK/altered.json" \
+	--test-roots "$FIX/tdx/simulated/roots.pem" --collateral "$FIX/tdx/simulated/collateral" \
+	--offline --at 2026-01-01T01:00:00Z 2>"$WORK/altered.txt"; then
+	fail "altered evidence verified"
+fi
+sed 's/^/  /' "$WORK/altered.txt"
+grep -q EVIDENCE_INCONSISTENT "$WORK/altered.txt" || fail "altered evidence not rejected as EVIDENCE_INCONSISTENT"
+
 step "the KMS's decision log (one line per release, no secrets)"
 grep 'msg=release' "$WORK/kms.log" | sed 's/^/  /'
 

@@ -112,6 +112,7 @@ var kidPattern = regexp.MustCompile(`^[0-9a-f]{16}$`)
 // releaseRecord collects what the decision log line reports.
 type releaseRecord struct {
 	keyset, kid, platform, subject, tenant, measurement, rule, wrapAlg string
+	revocation                                                         string
 }
 
 // ReleaseKey implements kmsv1.KeyReleaseServer.
@@ -123,7 +124,7 @@ func (s *ReleaseService) ReleaseKey(ctx context.Context, req *kmsv1.ReleaseKeyRe
 		slog.String("keyset", rec.keyset), slog.String("kid", rec.kid),
 		slog.String("platform", rec.platform), slog.String("subject", rec.subject),
 		slog.String("tenant", rec.tenant), slog.String("measurement", rec.measurement),
-		slog.String("wrapping", rec.wrapAlg), slog.Duration("elapsed", s.now().Sub(start)),
+		slog.String("revocation", rec.revocation), slog.String("wrapping", rec.wrapAlg), slog.Duration("elapsed", s.now().Sub(start)),
 	}
 	if derr != nil {
 		attrs = append(attrs, slog.String("decision", "denied"), slog.String("reason", derr.reason),
@@ -192,6 +193,7 @@ func (s *ReleaseService) release(ctx context.Context, req *kmsv1.ReleaseKeyReque
 		return nil, refuse(code, string(reason), "evidence verification failed: %v", err)
 	}
 	rec.platform = string(claims.Platform)
+	rec.revocation = string(claims.Revocation)
 	switch {
 	case claims.SEVSNP != nil:
 		rec.measurement = claims.SEVSNP.Measurement.String()

@@ -21,6 +21,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/attested-kms/attested-kms/attestation/collateral"
 	"github.com/attested-kms/attested-kms/attestation/sevsnp/simulate"
 	"github.com/attested-kms/attested-kms/keystore"
 	"github.com/attested-kms/attested-kms/keystore/boltstore"
@@ -101,12 +102,17 @@ tokens:
       audiences: [{{.Audience}}]
       algorithms: [RS256]
 attestation:
-  sev_snp:
+  # VCEKs, CRLs, TCB info and QE identities are fetched from AMD and Intel
+  # and cached here; see docs/collateral.md for a PCCS, Azure THIM or
+  # offline use.
+  collateral:
+    dir: collateral
 {{- if .Simulator}}
+  sev_snp:
     # DEVELOPMENT ONLY: trusts the simulated SEV-SNP signer of sim-snp.pem.
+    # Its CRL (current for a week) is in collateral/.
     test_roots_file: sim-snp-roots.pem
 {{- end}}
-    check_revocation: false
 limits:
   max_request_bytes: 65536
 rotation:
@@ -198,6 +204,16 @@ func runInit(cmd *cobra.Command, o *initOptions) error {
 			return err
 		}
 		if err := writeFile(path("sim-snp-roots.pem"), signer.RootsPEM(), 0o644); err != nil {
+			return err
+		}
+		// Revocation stays on in development too: the simulated ARK's
+		// CRL goes into the collateral directory, at its .invalid URL,
+		// which only ever comes from there.
+		crlURL, crl, err := signer.CRL(time.Now(), false)
+		if err != nil {
+			return err
+		}
+		if err := collateral.WriteDocument(path("collateral"), crlURL, nil, crl); err != nil {
 			return err
 		}
 	}
