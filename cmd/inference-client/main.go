@@ -27,6 +27,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/attested-kms/attested-kms/attestation/sevsnp"
+	"github.com/attested-kms/attested-kms/attestation"
 	"github.com/attested-kms/attested-kms/attestation/sevsnp/simulate"
 	"github.com/attested-kms/attested-kms/client"
 	"github.com/attested-kms/attested-kms/client/evidence"
@@ -86,7 +87,7 @@ func (f *kmsFlags) register(cmd *cobra.Command) {
 	fl.StringVar(&f.addr, "kms", "127.0.0.1:8443", "KMS gRPC address")
 	fl.StringVar(&f.ca, "ca", "", "PEM CA certificate for the KMS's TLS certificate (default: system roots)")
 	fl.StringVar(&f.keyset, "keyset", "default", "key set")
-	fl.StringVar(&f.evidence, "evidence", "sev-snp", "evidence source: sev-snp (the guest's firmware) or simulated")
+	fl.StringVar(&f.evidence, "evidence", "auto", "evidence source: auto (detect: Azure vTPM, then TDX, then SEV-SNP), sev-snp, tdx, azure-sev-snp-vtpm, azure-tdx-vtpm, or simulated (SEV-SNP simulator)")
 	fl.StringVar(&f.simSigner, "sim-signer", "", "simulated: signer PEM written by kms init --simulator")
 	fl.StringVar(&f.simMeasure, "sim-measurement", "", "simulated: launch measurement, 96 hex characters")
 	fl.BoolVar(&f.simDebug, "sim-debug", false, "simulated: report a debuggable guest")
@@ -116,8 +117,14 @@ func (f *kmsFlags) tlsConfig() (*tls.Config, error) {
 
 func (f *kmsFlags) evidenceProvider() (client.EvidenceProvider, error) {
 	switch f.evidence {
+	case "auto":
+		return evidence.Detect(evidence.DetectOptions{})
 	case "sev-snp":
 		return evidence.NewSEVSNP()
+	case "tdx":
+		return evidence.NewTDX()
+	case "azure-sev-snp-vtpm", "azure-tdx-vtpm":
+		return evidence.NewAzureVTPM(evidence.AzureVTPMOptions{Platform: attestation.Platform(f.evidence)})
 	case "simulated":
 		if f.simSigner == "" || f.simMeasure == "" {
 			return nil, errors.New("--evidence simulated needs --sim-signer and --sim-measurement")
@@ -141,7 +148,7 @@ func (f *kmsFlags) evidenceProvider() (client.EvidenceProvider, error) {
 		}
 		return evidence.NewSimulated(signer, fields), nil
 	}
-	return nil, fmt.Errorf("--evidence %q: want sev-snp or simulated", f.evidence)
+	return nil, fmt.Errorf("--evidence %q: want auto, sev-snp, tdx, azure-sev-snp-vtpm, azure-tdx-vtpm or simulated", f.evidence)
 }
 
 func (f *kmsFlags) tokens() (client.TokenSource, error) {
