@@ -26,8 +26,8 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 
-	"github.com/attested-kms/attested-kms/attestation/sevsnp"
 	"github.com/attested-kms/attested-kms/attestation"
+	"github.com/attested-kms/attested-kms/attestation/sevsnp"
 	"github.com/attested-kms/attested-kms/attestation/sevsnp/simulate"
 	"github.com/attested-kms/attested-kms/client"
 	"github.com/attested-kms/attested-kms/client/evidence"
