@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/google/go-sev-guest/abi"
+	"github.com/google/go-sev-guest/verify/trust"
 )
 
 // maxCachedChains bounds the chain cache. One entry per chip and TCB
@@ -20,7 +21,14 @@ const maxCachedChains = 4096
 // within the certificate's validity period.
 type chainCache struct {
 	mu      sync.Mutex
-	entries map[chainKey]*x509.Certificate
+	entries map[chainKey]*chainEntry
+}
+
+// chainEntry is a verified certificate and, once revocation checking has
+// looked it up, the configured root it chains to, whose CRL applies.
+type chainEntry struct {
+	cert *x509.Certificate
+	root *trust.AMDRootCerts
 }
 
 type chainKey struct {
@@ -29,18 +37,43 @@ type chainKey struct {
 }
 
 func (c *chainCache) get(signer abi.ReportSigner, der []byte, now time.Time) *x509.Certificate {
+	if e := c.entry(signer, der, now); e != nil {
+		return e.cert
+	}
+	return nil
+}
+
+// root returns the root recorded for a cached certificate, or nil.
+func (c *chainCache) root(signer abi.ReportSigner, der []byte, now time.Time) *trust.AMDRootCerts {
+	if e := c.entry(signer, der, now); e != nil {
+		return e.root
+	}
+	return nil
+}
+
+func (c *chainCache) entry(signer abi.ReportSigner, der []byte, now time.Time) *chainEntry {
 	k := chainKey{signer, sha256.Sum256(der)}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	cert := c.entries[k]
-	if cert == nil {
+	e := c.entries[k]
+	if e == nil {
 		return nil
 	}
-	if now.Before(cert.NotBefore) || now.After(cert.NotAfter) {
+	if now.Before(e.cert.NotBefore) || now.After(e.cert.NotAfter) {
 		delete(c.entries, k)
 		return nil
 	}
-	return cert
+	return e
+}
+
+// setRoot records the root of a cached certificate.
+func (c *chainCache) setRoot(signer abi.ReportSigner, der []byte, root *trust.AMDRootCerts) {
+	k := chainKey{signer, sha256.Sum256(der)}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e := c.entries[k]; e != nil {
+		e.root = root
+	}
 }
 
 func (c *chainCache) put(signer abi.ReportSigner, der []byte, cert *x509.Certificate) {
@@ -48,7 +81,7 @@ func (c *chainCache) put(signer abi.ReportSigner, der []byte, cert *x509.Certifi
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.entries == nil {
-		c.entries = make(map[chainKey]*x509.Certificate)
+		c.entries = make(map[chainKey]*chainEntry)
 	}
 	if len(c.entries) >= maxCachedChains {
 		// Dropping an arbitrary entry only costs a re-verification.
@@ -57,5 +90,5 @@ func (c *chainCache) put(signer abi.ReportSigner, der []byte, cert *x509.Certifi
 			break
 		}
 	}
-	c.entries[k] = cert
+	c.entries[k] = &chainEntry{cert: cert}
 }

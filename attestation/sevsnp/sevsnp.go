@@ -325,15 +325,20 @@ func vcekURL(line string, chip []byte, tcb uint64) string {
 // (VcekNotRevoked) does the same, but neither checks the CRL's validity
 // period nor separates "revoked" from "CRL unavailable", hence this code.
 func (v *Verifier) checkRevoked(ctx context.Context, line string, key abi.ReportSigner, ek *x509.Certificate, now time.Time) error {
-	var root *trust.AMDRootCerts
+	// Finding the root means verifying the RSA-4096 chain again; do it
+	// once per cached certificate, not per release.
+	root := v.chains.root(key, ek.Raw, now)
 	for _, r := range v.roots[line] {
+		if root != nil {
+			break
+		}
 		vo := r.X509Options(now, key)
 		if vo == nil {
 			continue
 		}
 		if _, err := ek.Verify(*vo); err == nil {
 			root = r
-			break
+			v.chains.setRoot(key, ek.Raw, r)
 		}
 	}
 	if root == nil {
