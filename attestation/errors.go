@@ -29,10 +29,11 @@ const (
 	// vs. the quoted digest, user-data vs. qualifying data, TD report vs.
 	// TD quote).
 	ReasonInconsistent Reason = "EVIDENCE_INCONSISTENT"
-	// ReasonTCB: the platform's TCB level is unknown to the vendor's TCB
-	// information (no TCB info for the FMSPC, no matching level) or the
-	// QE identity does not match. An out-of-date but known TCB level is
-	// not an error here: it is a claim (TDXClaims.TCBStatus) for policy.
+	// ReasonTCB: the vendor's authentic TCB information lists no level
+	// that matches the platform, or the QE identity does not match. TCB
+	// info the KMS cannot obtain (e.g. none for the FMSPC) is
+	// ReasonCollateral. An out-of-date but known TCB level is not an
+	// error here: it is a claim (TDXClaims.TCBStatus) for policy.
 	ReasonTCB Reason = "EVIDENCE_TCB_UNSUPPORTED"
 )
 

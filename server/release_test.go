@@ -15,10 +15,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"math/big"
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -138,6 +140,24 @@ func writeTestTLS(t testing.TB, dir string) (certPath, keyPath string) {
 // trusts the test signer's roots and a real OIDC issuer on loopback.
 func newEnv(t testing.TB) *env {
 	t.Helper()
+	return newEnvWith(t, envOptions{})
+}
+
+// envOptions extend newEnv's environment for other platforms; the zero
+// value is newEnv's.
+type envOptions struct {
+	// policy replaces policyYAML for the "default" key set.
+	policy func(issuer string) string
+	// keySets are further key sets: name -> policy (given the issuer).
+	keySets map[string]func(issuer string) string
+	// tdxRootsPEM, when set, is trusted as attestation.tdx.test_roots_file.
+	tdxRootsPEM []byte
+	// collateral writes more documents into the offline collateral directory.
+	collateral func(t testing.TB, dir string)
+}
+
+func newEnvWith(t testing.TB, o envOptions) *env {
+	t.Helper()
 	trusted, _ := testSigners(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
@@ -168,6 +188,20 @@ func newEnv(t testing.TB) *env {
 		}
 		return p
 	}
+	if o.policy == nil {
+		o.policy = policyYAML
+	}
+	cdir := simulatorCollateral(t, dir, trusted)
+	if o.collateral != nil {
+		o.collateral(t, cdir)
+	}
+	var tdxRoots, extraSets string
+	if o.tdxRootsPEM != nil {
+		tdxRoots = fmt.Sprintf("  tdx: {test_roots_file: %q}\n", write("tdx-roots.pem", o.tdxRootsPEM))
+	}
+	for _, name := range slices.Sorted(maps.Keys(o.keySets)) {
+		extraSets += fmt.Sprintf("  - name: %s\n    policy_file: %q\n", name, write("policy-"+name+".yaml", []byte(o.keySets[name](iss.IssuerURL()))))
+	}
 	cfgYAML := fmt.Sprintf(`listen: {grpc: "127.0.0.1:0", http: "127.0.0.1:0", admin_socket: %q}
 tls: {cert: %q, key: %q}
 store: {bbolt: %q}
@@ -181,13 +215,13 @@ tokens:
 attestation:
   collateral: {dir: %q, offline: true}
   sev_snp: {test_roots_file: %q}
-limits: {max_request_bytes: 16384}
+%slimits: {max_request_bytes: 16384}
 keysets:
   - name: default
     policy_file: %q
-`, filepath.Join(dir, "admin.sock"), certPath, keyPath, filepath.Join(dir, "kms.db"), "local://"+kekPath,
+%s`, filepath.Join(dir, "admin.sock"), certPath, keyPath, filepath.Join(dir, "kms.db"), "local://"+kekPath,
 		write("nonce.sealed", sealed), iss.IssuerURL(), iss.URL(), audience,
-		simulatorCollateral(t, dir, trusted), write("roots.pem", trusted.RootsPEM()), write("policy.yaml", []byte(policyYAML(iss.IssuerURL()))))
+		cdir, write("roots.pem", trusted.RootsPEM()), tdxRoots, write("policy.yaml", []byte(o.policy(iss.IssuerURL()))), extraSets)
 	cfg, err := config.Parse([]byte(cfgYAML))
 	if err != nil {
 		t.Fatal(err)
