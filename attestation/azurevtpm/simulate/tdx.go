@@ -1,29 +1,11 @@
 package simulate
 
 import (
-	"errors"
 	"fmt"
 
-	"github.com/google/go-tdx-guest/abi"
-	tdxpb "github.com/google/go-tdx-guest/proto/tdx"
-
 	"github.com/attested-kms/attested-kms/attestation/azurevtpm"
+	"github.com/attested-kms/attested-kms/attestation/tdx"
 )
-
-// quoteBody is the part of a TD quote body that repeats the TD report.
-type quoteBody interface {
-	GetTeeTcbSvn() []byte
-	GetMrSeam() []byte
-	GetMrSignerSeam() []byte
-	GetTdAttributes() []byte
-	GetXfam() []byte
-	GetMrTd() []byte
-	GetMrConfigId() []byte
-	GetMrOwner() []byte
-	GetMrOwnerConfig() []byte
-	GetRtmrs() [][]byte
-	GetReportData() []byte
-}
 
 // TDReportFromQuote returns the TD report a TD quote (version 4 or 5) was
 // made from, as far as the quote body tells: the simulator builds the HCL
@@ -31,33 +13,25 @@ type quoteBody interface {
 // so that the two agree the way a genuine pair does. The quote's
 // signature is not checked.
 func TDReportFromQuote(quote []byte) (*azurevtpm.TDReport, error) {
-	q, err := abi.QuoteToProto(quote)
+	b, err := tdx.ParseQuote(quote)
 	if err != nil {
 		return nil, fmt.Errorf("simulate: parse TD quote: %w", err)
 	}
-	var body quoteBody
-	switch q := q.(type) {
-	case *tdxpb.QuoteV4:
-		body = q.GetTdQuoteBody()
-	case *tdxpb.QuoteV5:
-		if b := q.GetTdQuoteBodyDescriptor().GetTdQuoteBodyV5(); b != nil {
-			body = b
-		}
-	}
-	if body == nil {
-		return nil, errors.New("simulate: TD quote has no TD quote body")
+	rtmrs := make([][]byte, len(b.RTMRs))
+	for i, r := range b.RTMRs {
+		rtmrs[i] = r // HexBytes is a []byte
 	}
 	return &azurevtpm.TDReport{
-		ReportData:    body.GetReportData(),
-		TEETCBSVN:     body.GetTeeTcbSvn(),
-		MRSeam:        body.GetMrSeam(),
-		MRSignerSeam:  body.GetMrSignerSeam(),
-		TDAttributes:  body.GetTdAttributes(),
-		XFAM:          body.GetXfam(),
-		MRTD:          body.GetMrTd(),
-		MRConfigID:    body.GetMrConfigId(),
-		MROwner:       body.GetMrOwner(),
-		MROwnerConfig: body.GetMrOwnerConfig(),
-		RTMRs:         body.GetRtmrs(),
+		ReportData:    b.ReportData,
+		TEETCBSVN:     b.TEETCBSVN,
+		MRSeam:        b.MRSeam,
+		MRSignerSeam:  b.MRSignerSeam,
+		TDAttributes:  b.TDAttributes,
+		XFAM:          b.XFAM,
+		MRTD:          b.MRTD,
+		MRConfigID:    b.MRConfigID,
+		MROwner:       b.MROwner,
+		MROwnerConfig: b.MROwnerConfig,
+		RTMRs:         rtmrs,
 	}, nil
 }
