@@ -22,6 +22,7 @@ func newCollateralCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "collateral", Short: "Prepare collateral directories for offline verification"}
 	var in evidenceInput
 	var out, amdBase, pcsBase, certsBase string
+	var allowHTTP bool
 	var fmspcs, products []string
 	fetch := &cobra.Command{
 		Use:   "fetch",
@@ -46,7 +47,7 @@ PCK CRLs; AMD's certificate chain and CRL for a product line.`,
 			}
 			store, err := collateral.New(collateral.Config{
 				Dir: out, AMDBaseURL: amdBase, IntelPCSBaseURL: pcsBase, IntelCertsBaseURL: certsBase,
-				Client: &http.Client{Timeout: 30 * time.Second},
+				AllowHTTP: allowHTTP, Client: &http.Client{Timeout: 30 * time.Second},
 			})
 			if err != nil {
 				return err
@@ -60,7 +61,9 @@ PCK CRLs; AMD's certificate chain and CRL for a product line.`,
 				urls = append(urls, pcs.TcbInfoURL(f))
 			}
 			if len(fmspcs) > 0 {
-				urls = append(urls, pcs.QeIdentityURL(), pcs.PckCrlURL("platform"), pcs.PckCrlURL("processor"),
+				// TDX PCK certificates are issued by the platform CA, so its
+				// CRL is the one verification asks for.
+				urls = append(urls, pcs.QeIdentityURL(), pcs.PckCrlURL("platform"),
 					"https://certificates.trustedservices.intel.com/IntelSGXRootCA.der")
 			}
 			for _, p := range products {
@@ -113,6 +116,7 @@ PCK CRLs; AMD's certificate chain and CRL for a product line.`,
 	f.StringVar(&amdBase, "amd-kds-url", "", "AMD KDS base URL (default https://kdsintf.amd.com)")
 	f.StringVar(&pcsBase, "intel-pcs-url", "", "Intel PCS base URL, or a PCCS / Azure THIM cache (default https://api.trustedservices.intel.com)")
 	f.StringVar(&certsBase, "intel-certs-url", "", "Intel certificates base URL (default https://certificates.trustedservices.intel.com)")
+	f.BoolVar(&allowHTTP, "allow-plain-http", false, "accept http:// base URLs (a PCCS on a trusted network; every document is still signature-checked when used)")
 	_ = fetch.MarkFlagRequired("out")
 	cmd.AddCommand(fetch)
 	return cmd
