@@ -2,6 +2,7 @@ package challenge
 
 import (
 	"bytes"
+	"crypto/rand"
 	"testing"
 	"time"
 )
@@ -94,7 +95,14 @@ func TestNewIssuerRejectsShortSecret(t *testing.T) {
 
 func FuzzCheck(f *testing.F) {
 	now := time.Unix(1_800_000_000, 0)
-	is, err := NewIssuer(bytes.Repeat([]byte{1}, SecretSize), Options{Now: func() time.Time { return now }})
+	// A fresh secret per process: fuzz workers are separate processes
+	// that each run this setup, and with a shared fixed secret one
+	// worker's seed nonce would be genuinely valid in another.
+	secret := make([]byte, SecretSize)
+	if _, err := rand.Read(secret); err != nil {
+		f.Fatal(err)
+	}
+	is, err := NewIssuer(secret, Options{Now: func() time.Time { return now }})
 	if err != nil {
 		f.Fatal(err)
 	}

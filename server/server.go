@@ -165,7 +165,7 @@ func newEvidenceVerifiers(c config.Attestation, log *slog.Logger) (*verifiers.Se
 		AllowHTTP:         c.Collateral.AllowPlainHTTP,
 		Dir:               c.Collateral.Dir,
 		Offline:           c.Collateral.Offline,
-		Client:            &http.Client{Timeout: time.Duration(c.Collateral.RequestTimeout)},
+		RequestTimeout:    time.Duration(c.Collateral.RequestTimeout),
 		Logger:            log,
 	})
 	if err != nil {

@@ -80,8 +80,11 @@ type Config struct {
 	Offline bool
 
 	// Client makes the requests; nil means a client with timeouts suited
-	// to the vendors' services.
+	// to the vendors' services that refuses redirects to plain http.
 	Client *http.Client
+	// RequestTimeout bounds one request of the default client (not of a
+	// Client given above); 0 means one minute.
+	RequestTimeout time.Duration
 	// Now is the clock for freshness; nil means time.Now.
 	Now func() time.Time
 	// MaxAttempts bounds requests per fetch (429, 5xx and transport
@@ -217,7 +220,7 @@ func New(cfg Config) (*Store, error) {
 		}
 	}
 	if s.client == nil {
-		s.client = defaultClient(cfg.AllowHTTP)
+		s.client = defaultClient(cfg.AllowHTTP, orDefault(cfg.RequestTimeout, time.Minute))
 	}
 	if s.now == nil {
 		s.now = time.Now
@@ -240,7 +243,7 @@ func orDefault[T int | int64 | time.Duration](v, def T) T {
 
 // defaultClient has timeouts for each phase, a bound on response headers
 // and no redirect to plain http (unless http bases are allowed anyway).
-func defaultClient(allowHTTP bool) *http.Client {
+func defaultClient(allowHTTP bool, timeout time.Duration) *http.Client {
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	t.DialContext = (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext
 	t.TLSHandshakeTimeout = 10 * time.Second
@@ -248,7 +251,7 @@ func defaultClient(allowHTTP bool) *http.Client {
 	t.MaxResponseHeaderBytes = maxHeadersSize
 	return &http.Client{
 		Transport: t,
-		Timeout:   time.Minute,
+		Timeout:   timeout,
 		CheckRedirect: func(req *http.Request, via []*http.Request) error {
 			if len(via) >= 5 {
 				return errors.New("collateral: too many redirects")

@@ -84,6 +84,9 @@ func New(s Settings) (*Set, error) {
 		}
 	}
 	var td *tdx.Verifier
+	if needTDX && s.Collateral == nil {
+		return nil, errors.New("verifiers: TDX verification needs collateral (Intel's TCB info and QE identity): give a collateral directory, or let it fetch")
+	}
 	if needTDX {
 		opts := tdx.Options{
 			TestRootsPEM:       s.TDXTestRootsPEM,

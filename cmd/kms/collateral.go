@@ -3,7 +3,6 @@ package main
 import (
 	"errors"
 	"fmt"
-	"net/http"
 	"regexp"
 	"time"
 
@@ -47,7 +46,7 @@ PCK CRLs; AMD's certificate chain and CRL for a product line.`,
 			}
 			store, err := collateral.New(collateral.Config{
 				Dir: out, AMDBaseURL: amdBase, IntelPCSBaseURL: pcsBase, IntelCertsBaseURL: certsBase,
-				AllowHTTP: allowHTTP, Client: &http.Client{Timeout: 30 * time.Second},
+				AllowHTTP: allowHTTP,
 			})
 			if err != nil {
 				return err

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"strings"
 	"time"
@@ -168,8 +167,7 @@ where no CRL is at hand everything else is verified and the claims say
 						return err
 					}
 				}
-			} else if s.Collateral, err = collateral.New(collateral.Config{Dir: collateralDir, Now: now,
-				Client: &http.Client{Timeout: 30 * time.Second}}); err != nil {
+			} else if s.Collateral, err = collateral.New(collateral.Config{Dir: collateralDir, Now: now}); err != nil {
 				return err
 			}
 			set, err := verifiers.New(s)

@@ -58,6 +58,8 @@ func newInitCmd() *cobra.Command {
   kms.db             the bbolt store with the "default" key set and its first key
   sim-snp.pem        with --simulator: a simulated AMD SEV-SNP signer (test chain, 0600)
   sim-snp-roots.pem  with --simulator: its ARK/ASK, trusted by this configuration only
+  collateral/        the collateral cache; with --simulator it holds the simulated
+                     ARK's CRL, current for 7 days (revocation stays checked)
 
 It refuses to write into a directory that already holds a configuration.`,
 		Args: cobra.NoArgs,
