@@ -21,16 +21,19 @@ const MaxFileSize = 1 << 20
 // Config is the whole `kms serve` configuration. Relative paths are
 // resolved against the directory of the configuration file.
 type Config struct {
-	Listen      Listen      `yaml:"listen"`
-	TLS         TLS         `yaml:"tls"`
-	Store       Store       `yaml:"store"`
-	KEK         string      `yaml:"kek"`
-	Nonce       Nonce       `yaml:"nonce"`
-	Tokens      Tokens      `yaml:"tokens"`
-	Attestation Attestation `yaml:"attestation"`
-	Limits      Limits      `yaml:"limits"`
-	Rotation    Rotation    `yaml:"rotation"`
-	KeySets     []KeySet    `yaml:"keysets"`
+	Listen Listen `yaml:"listen"`
+	TLS    TLS    `yaml:"tls"`
+	Store  Store  `yaml:"store"`
+	KEK    string `yaml:"kek"`
+	// KEKCheckInterval is how often each key set's KEK is re-checked; a
+	// KEK its owner disabled stops releases within it. Default 5m.
+	KEKCheckInterval Duration    `yaml:"kek_check_interval"`
+	Nonce            Nonce       `yaml:"nonce"`
+	Tokens           Tokens      `yaml:"tokens"`
+	Attestation      Attestation `yaml:"attestation"`
+	Limits           Limits      `yaml:"limits"`
+	Rotation         Rotation    `yaml:"rotation"`
+	KeySets          []KeySet    `yaml:"keysets"`
 }
 
 // Listen holds the addresses the server binds.

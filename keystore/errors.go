@@ -42,9 +42,17 @@ var (
 	// its public key: tampering, a record moved between keys, or the wrong
 	// KEK. Internal (DataLoss); never retried.
 	ErrSealedKeyInvalid = errors.New("keystore: sealed key invalid")
-	// ErrKEKUnavailable is kek.ErrUnavailable: the KEK provider is down.
-	// Unavailable.
+	// ErrKEKUnavailable is kek.ErrUnavailable: the KEK provider is down,
+	// or a key set's KEK has not answered a check for longer than the
+	// revalidation interval. Unavailable.
 	ErrKEKUnavailable = kek.ErrUnavailable
+	// ErrKEKDisabled: the key set's KEK was disabled, deleted or scheduled
+	// for deletion, or the KMS's access to it revoked, by its owner (the
+	// provider answered kek.ErrKeyDisabled). Nothing of the set is released
+	// until a check finds the KEK usable again. FailedPrecondition.
+	ErrKEKDisabled = errors.New("keystore: key set's KEK disabled or access revoked by its owner")
+	// ErrMetadataNotFound: no metadata record of that name. Internal use.
+	ErrMetadataNotFound = errors.New("keystore: metadata record not found")
 )
 
 // IsUnavailable reports whether err is a transient backend failure (KEK

@@ -165,36 +165,95 @@ func testKeyPair(tb testing.TB, kid string, version uint64) (*Key, []byte) {
 	return k, sk.Bytes()
 }
 
+// sealV1 writes a legacy v1 record (DEK wrapped by the KEK directly), as
+// releases before the key hierarchy did, so tests can check such stores
+// still open.
+func sealV1(ctx context.Context, provider kek.Provider, k *Key, priv []byte) (*SealedKey, error) {
+	dek := make([]byte, dekSize)
+	if _, err := rand.Read(dek); err != nil {
+		return nil, err
+	}
+	aead, err := newGCM(dek)
+	if err != nil {
+		return nil, err
+	}
+	nonce := make([]byte, aead.NonceSize())
+	if _, err := rand.Read(nonce); err != nil {
+		return nil, err
+	}
+	aad := sealAAD(SealFormatV1, k.KeySet, k.KID, k.Version, k.Suite, k.PublicKey)
+	w, err := provider.Wrap(ctx, dek, aad)
+	if err != nil {
+		return nil, err
+	}
+	// Old records had no algorithm field: leave it empty.
+	return &SealedKey{Format: SealFormatV1, KEKURI: w.KEKURI, WrappedDEK: w.Ciphertext, Nonce: nonce, Ciphertext: aead.Seal(nil, nonce, priv, aad)}, nil
+}
+
+func testIntermediate(tb testing.TB, gen uint64) *intermediateKey {
+	tb.Helper()
+	raw := make([]byte, intermediateSize)
+	if _, err := rand.Read(raw); err != nil {
+		tb.Fatal(err)
+	}
+	in, err := newIntermediateKey(gen, raw)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return in
+}
+
 func TestSealUnsealRoundTrip(t *testing.T) {
-	ctx := context.Background()
-	p := newLocalKEK(t)
+	in := testIntermediate(t, 7)
 	k, priv := testKeyPair(t, "0123456789abcdef", 3)
-	sealed, err := seal(ctx, p, rand.Reader, k, priv)
+	sealed, err := sealV2(rand.Reader, in, k, priv)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if sealed.Format != SealFormatV1 || sealed.KEKURI != p.URI() {
-		t.Errorf("sealed header = %q %q", sealed.Format, sealed.KEKURI)
+	if sealed.Format != SealFormatV2 || sealed.Generation != 7 || sealed.Algorithm != IntermediateAlgorithm || sealed.KEKURI != "" {
+		t.Errorf("sealed header = %q gen %d alg %q uri %q", sealed.Format, sealed.Generation, sealed.Algorithm, sealed.KEKURI)
 	}
 	if bytes.Contains(sealed.Ciphertext, priv) || bytes.Contains(sealed.WrappedDEK, priv) {
 		t.Fatal("sealed form contains the plaintext private key")
 	}
 	k.Sealed = sealed
-	got, err := unseal(ctx, p, k)
+	got, err := unsealV2(in, k)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !bytes.Equal(got, priv) {
 		t.Fatal("round trip mismatch")
 	}
+	// Another intermediate of the same generation does not open it.
+	if _, err := unsealV2(testIntermediate(t, 7), k); !errors.Is(err, ErrSealedKeyInvalid) || !errors.Is(err, kek.ErrAuthentication) {
+		t.Fatalf("other intermediate: err = %v", err)
+	}
 }
 
-func TestUnsealRejectsRebinding(t *testing.T) {
+func TestUnsealV1StillReads(t *testing.T) {
 	ctx := context.Background()
 	p := newLocalKEK(t)
 	k, priv := testKeyPair(t, "0123456789abcdef", 3)
 	var err error
-	if k.Sealed, err = seal(ctx, p, rand.Reader, k, priv); err != nil {
+	if k.Sealed, err = sealV1(ctx, p, k, priv); err != nil {
+		t.Fatal(err)
+	}
+	got, err := unsealV1(ctx, p, k)
+	if err != nil || !bytes.Equal(got, priv) {
+		t.Fatalf("v1 round trip: %v", err)
+	}
+	c := k.Clone()
+	c.Version++
+	if _, err := unsealV1(ctx, p, c); !errors.Is(err, ErrSealedKeyInvalid) {
+		t.Fatalf("v1 rebound: err = %v", err)
+	}
+}
+
+func TestUnsealRejectsRebinding(t *testing.T) {
+	in := testIntermediate(t, 2)
+	k, priv := testKeyPair(t, "0123456789abcdef", 3)
+	var err error
+	if k.Sealed, err = sealV2(rand.Reader, in, k, priv); err != nil {
 		t.Fatal(err)
 	}
 	other, _ := testKeyPair(t, "fedcba9876543210", 4)
@@ -207,33 +266,51 @@ func TestUnsealRejectsRebinding(t *testing.T) {
 		"ciphertext": func(k *Key) { k.Sealed.Ciphertext[0] ^= 1 },
 		"nonce":      func(k *Key) { k.Sealed.Nonce[0] ^= 1 },
 		"wrapped":    func(k *Key) { k.Sealed.WrappedDEK[len(k.Sealed.WrappedDEK)-1] ^= 1 },
-		"format":     func(k *Key) { k.Sealed.Format = "v0" },
-		"kek uri":    func(k *Key) { k.Sealed.KEKURI = "local:///elsewhere" },
+		"wrap nonce": func(k *Key) { k.Sealed.WrappedDEK[0] ^= 1 },
+		"generation": func(k *Key) { k.Sealed.Generation = 1 },
+		"algorithm":  func(k *Key) { k.Sealed.Algorithm = "AES-128-GCM" },
 	}
 	for name, mutate := range mutations {
 		c := k.Clone()
 		mutate(c)
-		if _, err := unseal(ctx, p, c); !errors.Is(err, ErrSealedKeyInvalid) {
+		if _, err := unsealV2(in, c); !errors.Is(err, ErrSealedKeyInvalid) {
 			t.Errorf("%s changed: err = %v, want ErrSealedKeyInvalid", name, err)
 		}
 	}
-	if _, err := unseal(ctx, p, k); err != nil {
+	// The generation is bound into the AAD, not only checked: the same
+	// key under generation 1 does not open a record made under 2.
+	in1 := &intermediateKey{gen: 1, raw: in.raw, aead: in.aead}
+	c := k.Clone()
+	c.Sealed.Generation = 1
+	if _, err := unsealV2(in1, c); !errors.Is(err, ErrSealedKeyInvalid) {
+		t.Errorf("generation relabelled: err = %v", err)
+	}
+	if _, err := unsealV2(in, k); err != nil {
 		t.Fatalf("original no longer opens: %v", err)
 	}
 }
 
-func BenchmarkSealUnseal(b *testing.B) {
-	ctx := context.Background()
-	p := newLocalKEK(b)
+func BenchmarkSeal(b *testing.B) {
+	in := testIntermediate(b, 1)
 	k, priv := testKeyPair(b, "0123456789abcdef", 1)
 	b.ReportAllocs()
 	for b.Loop() {
-		s, err := seal(ctx, p, rand.Reader, k, priv)
-		if err != nil {
+		if _, err := sealV2(rand.Reader, in, k, priv); err != nil {
 			b.Fatal(err)
 		}
-		k.Sealed = s
-		out, err := unseal(ctx, p, k)
+	}
+}
+
+func BenchmarkUnseal(b *testing.B) {
+	in := testIntermediate(b, 1)
+	k, priv := testKeyPair(b, "0123456789abcdef", 1)
+	var err error
+	if k.Sealed, err = sealV2(rand.Reader, in, k, priv); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		out, err := unsealV2(in, k)
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -31,16 +31,40 @@ type Options struct {
 	Rand io.Reader
 	// Logger receives lifecycle events and errors; never key material.
 	Logger *slog.Logger
+	// OpenKEK returns the provider for a KEK URI other than the configured
+	// root, e.g. a key set still under the old KEK while RewrapRoot runs,
+	// or the target of RewrapRoot. Nil: only the root KEK is usable, and a
+	// record under another KEK fails with kek.ErrUnsupported. Production
+	// passes kek.Open (or a wrapper that restricts the schemes allowed).
+	OpenKEK func(ctx context.Context, uri string) (kek.Provider, error)
+	// KEKCheckInterval is the customer's off switch delay: each key set's
+	// KEK is checked every half interval, a disabled KEK stops releases at
+	// its first failed check, and an unreachable one stops them once the
+	// last successful check is older than the interval. Default 5 minutes.
+	KEKCheckInterval time.Duration
+	// KEKCheckAttempts bounds the attempts of one check of one key set
+	// while the KEK answers kek.ErrUnavailable; default 4.
+	KEKCheckAttempts int
+	// Sleep waits d or until ctx is done (returning its error); used for
+	// retry backoff and by RunRevalidation. Tests pass one driving a fake
+	// clock. Default: a real timer.
+	Sleep func(ctx context.Context, d time.Duration) error
 }
+
+// DefaultKEKCheckInterval is the default Options.KEKCheckInterval.
+const DefaultKEKCheckInterval = 5 * time.Minute
 
 // Manager is the key store's entry point: it creates key sets and keys,
 // drives their lifecycle, and unseals private keys for release.
 type Manager struct {
-	store Store
-	kek   kek.Provider
-	now   func() time.Time
-	rand  io.Reader
-	log   *slog.Logger
+	store    Store
+	now      func() time.Time
+	rand     io.Reader
+	log      *slog.Logger
+	openKEK  func(ctx context.Context, uri string) (kek.Provider, error)
+	interval time.Duration
+	attempts int
+	sleep    func(ctx context.Context, d time.Duration) error
 
 	// mu serializes this process's read-modify-write cycles so they never
 	// lose compare-and-swap races to each other; other replicas still can,
@@ -49,6 +73,20 @@ type Manager struct {
 
 	cacheMu sync.Mutex
 	cache   map[cacheKey][]byte
+
+	// kekMu guards the KEK side: the root provider (RewrapRoot replaces
+	// it), providers opened for other URIs, unwrapped intermediates and
+	// each key set's KEK status. Never held during an outside call.
+	kekMu     sync.Mutex
+	root      kek.Provider
+	providers map[string]kek.Provider
+	inter     map[interCacheKey]*intermediateKey
+	status    map[string]*KEKStatus
+}
+
+type interCacheKey struct {
+	keyset string
+	gen    uint64
 }
 
 type cacheKey struct {
@@ -57,15 +95,32 @@ type cacheKey struct {
 	version uint64
 }
 
-// NewManager returns a Manager over store that seals with provider.
+// NewManager returns a Manager over store whose root KEK is provider: new
+// key sets' intermediate keys are wrapped by it. Call Warm before serving.
 func NewManager(store Store, provider kek.Provider, opts Options) *Manager {
 	m := &Manager{
-		store: store,
-		kek:   provider,
-		now:   opts.Now,
-		rand:  opts.Rand,
-		log:   opts.Logger,
-		cache: make(map[cacheKey][]byte),
+		store:     store,
+		root:      provider,
+		now:       opts.Now,
+		rand:      opts.Rand,
+		log:       opts.Logger,
+		openKEK:   opts.OpenKEK,
+		interval:  opts.KEKCheckInterval,
+		attempts:  opts.KEKCheckAttempts,
+		sleep:     opts.Sleep,
+		cache:     make(map[cacheKey][]byte),
+		providers: make(map[string]kek.Provider),
+		inter:     make(map[interCacheKey]*intermediateKey),
+		status:    make(map[string]*KEKStatus),
+	}
+	if m.interval <= 0 {
+		m.interval = DefaultKEKCheckInterval
+	}
+	if m.attempts <= 0 {
+		m.attempts = 4
+	}
+	if m.sleep == nil {
+		m.sleep = sleepCtx
 	}
 	if m.now == nil {
 		m.now = time.Now
@@ -114,14 +169,23 @@ func (m *Manager) CreateKeySetWithPolicy(ctx context.Context, name string, s Key
 	if policyYAML != nil {
 		ks.Policy, ks.PolicyVersion, ks.PolicyUpdated = slices.Clone(policyYAML), 1, now
 	}
-	first, err := m.newKey(ctx, ks, nil, 1, now, now)
+	// The intermediate is created with the set, in the same transaction.
+	in, err := m.newIntermediate(ctx, m.rootProvider(), name, 1)
 	if err != nil {
 		return nil, fmt.Errorf("create key set %q: %w", name, err)
 	}
-	if err := m.store.CreateKeySet(ctx, ks, first); err != nil {
+	ks.Intermediates = []Intermediate{in.rec}
+	first, err := m.newKey(ctx, ks, in.key, nil, 1, now, now, nil)
+	if err != nil {
+		clear(in.key.raw)
 		return nil, fmt.Errorf("create key set %q: %w", name, err)
 	}
-	m.log.Info("key set created", "keyset", name, "kid", first.KID, "version", first.Version)
+	if err := m.store.CreateKeySet(ctx, ks, first); err != nil {
+		clear(in.key.raw)
+		return nil, fmt.Errorf("create key set %q: %w", name, err)
+	}
+	m.cacheIntermediate(name, in.key)
+	m.log.Info("key set created", "keyset", name, "kid", first.KID, "version", first.Version, "kek", in.rec.Wrapped.KEKURI)
 	return ks.Clone(), nil
 }
 
@@ -181,15 +245,30 @@ func checkPolicySize(p []byte) error {
 // at once (Expires = now, DestroyAfter = now + retention). Pending keys keep
 // their schedule: enclaves may already have fetched them.
 func (m *Manager) Rotate(ctx context.Context, keyset string) (*Key, error) {
+	return m.rotate(ctx, keyset, nil, "rotate")
+}
+
+// rotate is Rotate with the new key's private key given (priv, imported)
+// or generated (nil).
+func (m *Manager) rotate(ctx context.Context, keyset string, priv []byte, op string) (*Key, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	ks, err := m.KeySet(ctx, keyset)
 	if err != nil {
-		return nil, fmt.Errorf("rotate: %w", err)
+		return nil, fmt.Errorf("%s: %w", op, err)
+	}
+	in, err := m.sealingIntermediate(ctx, ks)
+	if err != nil {
+		return nil, fmt.Errorf("%s %q: %w", op, keyset, err)
 	}
 	keys, err := m.store.Keys(ctx, keyset)
 	if err != nil {
-		return nil, fmt.Errorf("rotate %q: %w", keyset, err)
+		return nil, fmt.Errorf("%s %q: %w", op, keyset, err)
+	}
+	if priv != nil {
+		if err := checkNotPresent(keys, priv); err != nil {
+			return nil, fmt.Errorf("%s %q: %w", op, keyset, err)
+		}
 	}
 	now := m.clock()
 	var updates []*Key
@@ -203,15 +282,17 @@ func (m *Manager) Rotate(ctx context.Context, keyset string) (*Key, error) {
 		retire(k, now, ks.Settings.Retention)
 		updates = append(updates, k)
 	}
-	nk, err := m.newKey(ctx, ks, keys, nextVersion(keys), now, now)
+	nk, err := m.newKey(ctx, ks, in, keys, nextVersion(keys), now, now, priv)
 	if err != nil {
-		return nil, fmt.Errorf("rotate %q: %w", keyset, err)
+		return nil, fmt.Errorf("%s %q: %w", op, keyset, err)
 	}
 	if err := m.store.Commit(ctx, keyset, []*Key{nk}, updates); err != nil {
-		return nil, fmt.Errorf("rotate %q: %w", keyset, err)
+		return nil, fmt.Errorf("%s %q: %w", op, keyset, err)
 	}
-	m.log.Info("key set rotated", "keyset", keyset, "kid", nk.KID, "version", nk.Version, "retired", len(updates))
-	return nk.Clone(), nil
+	m.log.Info("key set rotated", "keyset", keyset, "kid", nk.KID, "version", nk.Version, "retired", len(updates), "imported", priv != nil)
+	out := nk.Clone()
+	out.Sealed.KEKURI = ks.KEKURI()
+	return out, nil
 }
 
 // retire ends k's active period at now, shortening (never extending) its
@@ -295,7 +376,11 @@ func (m *Manager) tickSet(ctx context.Context, name string) error {
 		}
 	}
 	if !activates.IsZero() {
-		nk, err := m.newKey(ctx, ks, keys, nextVersion(keys), activates, now)
+		in, err := m.sealingIntermediate(ctx, ks)
+		if err != nil {
+			return err
+		}
+		nk, err := m.newKey(ctx, ks, in, keys, nextVersion(keys), activates, now, nil)
 		if err != nil {
 			return err
 		}
@@ -375,20 +460,24 @@ func nextVersion(keys []*Key) uint64 {
 	return v + 1
 }
 
-// newKey generates and seals a key for ks. existing are the set's keys, used
-// to keep the RFC 9458 key identifier unique.
-func (m *Manager) newKey(ctx context.Context, ks *KeySet, existing []*Key, version uint64, activates, now time.Time) (*Key, error) {
+// newKey seals a key for ks under its intermediate in: priv if given
+// (import; the caller validated it), else a fresh one. existing are the
+// set's keys, used to keep the RFC 9458 key identifier unique. No outside
+// call.
+func (m *Manager) newKey(_ context.Context, ks *KeySet, in *intermediateKey, existing []*Key, version uint64, activates, now time.Time, priv []byte) (*Key, error) {
 	kid, err := newKID(m.rand, usedKeyIDs(existing))
 	if err != nil {
 		return nil, err
 	}
-	// Go 1.26's ecdh.GenerateKey ignores its reader; derive the scalar from
-	// m.rand ourselves so Options.Rand governs all randomness. X25519
-	// accepts any 32 bytes (clamping happens inside).
-	priv := make([]byte, privateKeySize)
-	defer clear(priv)
-	if _, err := io.ReadFull(m.rand, priv); err != nil {
-		return nil, fmt.Errorf("generate private key: %w", err)
+	if priv == nil {
+		// Go 1.26's ecdh.GenerateKey ignores its reader; derive the scalar
+		// from m.rand ourselves so Options.Rand governs all randomness.
+		// X25519 accepts any 32 bytes (clamping happens inside).
+		priv = make([]byte, privateKeySize)
+		defer clear(priv)
+		if _, err := io.ReadFull(m.rand, priv); err != nil {
+			return nil, fmt.Errorf("generate private key: %w", err)
+		}
 	}
 	sk, err := ecdh.X25519().NewPrivateKey(priv)
 	if err != nil {
@@ -410,7 +499,7 @@ func (m *Manager) newKey(ctx context.Context, ks *KeySet, existing []*Key, versi
 	if !now.Before(activates) {
 		k.State = StateActive
 	}
-	k.Sealed, err = seal(ctx, m.kek, m.rand, k, priv)
+	k.Sealed, err = sealV2(m.rand, in, k, priv)
 	if err != nil {
 		return nil, fmt.Errorf("seal key %s v%d: %w", kid, version, err)
 	}
@@ -448,12 +537,44 @@ func (m *Manager) ListKeys(ctx context.Context, keyset string) ([]*Key, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list keys of %q: %w", keyset, err)
 	}
+	m.describe(ctx, keyset, keys...)
 	return keys, nil
+}
+
+// describe fills in Sealed.KEKURI of v2 keys from their key set, for
+// display (the record does not store it: RewrapRoot moves a set to another
+// KEK without rewriting its keys). Best effort: on a store error the field
+// stays empty.
+func (m *Manager) describe(ctx context.Context, keyset string, keys ...*Key) {
+	var uri string
+	for i, k := range keys {
+		if k.Sealed == nil || k.Sealed.Format != SealFormatV2 {
+			continue
+		}
+		if uri == "" {
+			ks, err := m.store.KeySet(ctx, keyset)
+			if err != nil {
+				return
+			}
+			uri = ks.KEKURI()
+		}
+		keys[i].Sealed.KEKURI = uri
+	}
 }
 
 // Key returns the key with kid in keyset: the undestroyed one if any, else
 // the most recent destroyed one.
 func (m *Manager) Key(ctx context.Context, keyset, kid string) (*Key, error) {
+	k, err := m.key(ctx, keyset, kid)
+	if err != nil {
+		return nil, err
+	}
+	m.describe(ctx, keyset, k)
+	return k, nil
+}
+
+// key is Key without describe: the release path needs no display fields.
+func (m *Manager) key(ctx context.Context, keyset, kid string) (*Key, error) {
 	if !ValidKeySetName(keyset) {
 		return nil, fmt.Errorf("key set %q: %w", keyset, ErrInvalidArgument)
 	}
@@ -489,7 +610,7 @@ func (m *Manager) Key(ctx context.Context, keyset, kid string) (*Key, error) {
 func (m *Manager) SetState(ctx context.Context, keyset, kid string, s State) (*Key, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	k, err := m.Key(ctx, keyset, kid)
+	k, err := m.key(ctx, keyset, kid)
 	if err != nil {
 		return nil, fmt.Errorf("set state: %w", err)
 	}
@@ -541,7 +662,9 @@ func (m *Manager) SetState(ctx context.Context, keyset, kid string, s State) (*K
 		m.evict(k)
 	}
 	m.log.Info("key state set by operator", "keyset", keyset, "kid", kid, "version", k.Version, "from", from, "to", k.State)
-	return k.Clone(), nil
+	out := k.Clone()
+	m.describe(ctx, keyset, out)
+	return out, nil
 }
 
 // Disable puts a key on hold: nothing is released until Enable.
@@ -565,8 +688,12 @@ func (m *Manager) Destroy(ctx context.Context, keyset, kid string) (*Key, error)
 // (so a disable takes effect at once); the unsealed key is cached, so only
 // the first call per key version costs a KEK call. The caller owns the
 // returned slice and should zero it after use.
+//
+// The key set's KEK gates every release, cached or not: once a check found
+// it disabled (ErrKEKDisabled), or unreachable for longer than the check
+// interval (ErrKEKUnavailable), nothing of the set is released.
 func (m *Manager) PrivateKey(ctx context.Context, keyset, kid string) ([]byte, error) {
-	k, err := m.Key(ctx, keyset, kid)
+	k, err := m.key(ctx, keyset, kid)
 	if err != nil {
 		return nil, fmt.Errorf("private key: %w", err)
 	}
@@ -580,6 +707,15 @@ func (m *Manager) PrivateKey(ctx context.Context, keyset, kid string) ([]byte, e
 	case !k.Releasable(m.clock()):
 		return nil, fmt.Errorf("private key %s/%s: retention ended: %w", keyset, kid, ErrKeyNotReleasable)
 	}
+	if err := m.kekGate(keyset); err != nil {
+		return nil, fmt.Errorf("private key %s/%s: %w", keyset, kid, err)
+	}
+	return m.cachedPrivate(ctx, k)
+}
+
+// cachedPrivate returns a copy of k's private key from the cache, unsealing
+// it first if needed.
+func (m *Manager) cachedPrivate(ctx context.Context, k *Key) ([]byte, error) {
 	ck := cacheKey{k.KeySet, k.KID, k.Version}
 	m.cacheMu.Lock()
 	priv, ok := m.cache[ck]
@@ -589,7 +725,7 @@ func (m *Manager) PrivateKey(ctx context.Context, keyset, kid string) ([]byte, e
 	}
 	// Unseal outside the lock: a slow KEK must not block cached releases.
 	// Concurrent first calls may unseal twice; the first stored wins.
-	priv, err = unseal(ctx, m.kek, k)
+	priv, err := m.unseal(ctx, k)
 	if err != nil {
 		return nil, fmt.Errorf("private key: %w", err)
 	}
@@ -615,13 +751,32 @@ func (m *Manager) evict(k *Key) {
 	}
 }
 
-// ClearCache zeroes and drops every cached private key, e.g. at shutdown.
-func (m *Manager) ClearCache() {
+// evictSet zeroes and drops the cached private keys of keyset.
+func (m *Manager) evictSet(keyset string) {
 	m.cacheMu.Lock()
 	defer m.cacheMu.Unlock()
 	for ck, priv := range m.cache {
+		if ck.keyset == keyset {
+			clear(priv)
+			delete(m.cache, ck)
+		}
+	}
+}
+
+// ClearCache zeroes and drops every cached private key and intermediate
+// key, e.g. at shutdown. The next release unwraps again.
+func (m *Manager) ClearCache() {
+	m.cacheMu.Lock()
+	for ck, priv := range m.cache {
 		clear(priv)
 		delete(m.cache, ck)
+	}
+	m.cacheMu.Unlock()
+	m.kekMu.Lock()
+	defer m.kekMu.Unlock()
+	for ik, in := range m.inter {
+		clear(in.raw)
+		delete(m.inter, ik)
 	}
 }
 

@@ -49,14 +49,14 @@ type countingKEK struct {
 	down    atomic.Bool
 }
 
-func (c *countingKEK) Wrap(ctx context.Context, dek, aad []byte) ([]byte, error) {
+func (c *countingKEK) Wrap(ctx context.Context, dek, aad []byte) (kek.Wrapped, error) {
 	if c.down.Load() {
-		return nil, kek.ErrUnavailable
+		return kek.Wrapped{}, kek.ErrUnavailable
 	}
 	return c.Provider.Wrap(ctx, dek, aad)
 }
 
-func (c *countingKEK) Unwrap(ctx context.Context, w, aad []byte) ([]byte, error) {
+func (c *countingKEK) Unwrap(ctx context.Context, w kek.Wrapped, aad []byte) ([]byte, error) {
 	if c.down.Load() {
 		return nil, kek.ErrUnavailable
 	}
@@ -211,12 +211,14 @@ func (s *scriptedRand) Read(p []byte) (int, error) {
 
 func TestKIDCollisionRetry(t *testing.T) {
 	ctx := context.Background()
-	filler := make([]byte, 32+32+12) // private key, DEK, nonce of one key
+	inter := make([]byte, 32)           // the set's intermediate key
+	filler := make([]byte, 32+32+12+12) // private key, DEK, two nonces of one key
 	kid1 := []byte{0xab, 1, 2, 3, 4, 5, 6, 7}
 	collide1 := []byte{0xab, 9, 9, 9, 9, 9, 9, 9} // same key id, different kid
 	collide2 := []byte{0xab, 8, 8, 8, 8, 8, 8, 8}
 	fresh := []byte{0xcd, 1, 2, 3, 4, 5, 6, 7}
 	var script []byte
+	script = append(script, inter...)
 	script = append(script, kid1...)
 	script = append(script, filler...)
 	script = append(script, collide1...)
@@ -245,13 +247,15 @@ func TestKIDCollisionRetry(t *testing.T) {
 func TestKeyIDReusableAfterDestroy(t *testing.T) {
 	ctx := context.Background()
 	kid1 := []byte{0xab, 1, 2, 3, 4, 5, 6, 7}
+	const first = 32 + 8 + 32 + 32 + 12 + 12 // intermediate, kid, private key, DEK, nonces
 	var script []byte
+	script = append(script, make([]byte, 32)...)
 	script = append(script, kid1...)
-	script = append(script, make([]byte, 32+32+12)...)
+	script = append(script, make([]byte, 32+32+12+12)...)
 	script = append(script, kid1...) // the very same kid again
 	r := &scriptedRand{}
 	e := newEnvRand(t, r)
-	r.script = script[:8+76]
+	r.script = script[:first]
 	if _, err := e.m.CreateKeySet(ctx, "default", testSettings); err != nil {
 		t.Fatal(err)
 	}
@@ -259,7 +263,7 @@ func TestKeyIDReusableAfterDestroy(t *testing.T) {
 	if _, err := e.m.SetState(ctx, "default", kid, keystore.StateDestroyed); err != nil {
 		t.Fatal(err)
 	}
-	r.script = script[8+76:]
+	r.script = script[first:]
 	k2, err := e.m.Rotate(ctx, "default")
 	if err != nil {
 		t.Fatal(err)
@@ -332,8 +336,27 @@ func TestPrivateKeyRoundTripAndCache(t *testing.T) {
 			t.Fatal("cached key differs")
 		}
 	}
+	// The creating Manager keeps the intermediate it made: no unwrap at
+	// all. A fresh one unwraps the set's intermediate once, however many
+	// keys and releases follow.
+	if n := e.kek.unwraps.Load(); n != 0 {
+		t.Fatalf("%d KEK unwraps for 6 releases, want 0", n)
+	}
+	if _, err := e.m.Rotate(ctx, "default"); err != nil {
+		t.Fatal(err)
+	}
+	fresh := e.manager(e.kek)
+	for range 3 {
+		for _, k := range mustKeys(t, fresh, "default") {
+			p, err := fresh.PrivateKey(ctx, "default", k.KID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			clear(p)
+		}
+	}
 	if n := e.kek.unwraps.Load(); n != 1 {
-		t.Fatalf("%d KEK unwraps for 6 releases, want 1", n)
+		t.Fatalf("%d KEK unwraps for 6 releases of 2 keys by a fresh Manager, want 1", n)
 	}
 	// Once cached, releases survive a KEK outage.
 	e.kek.down.Store(true)
@@ -345,12 +368,13 @@ func TestPrivateKeyRoundTripAndCache(t *testing.T) {
 	if !errors.Is(err, keystore.ErrKEKUnavailable) || !keystore.IsUnavailable(err) || errors.Is(err, keystore.ErrSealedKeyInvalid) {
 		t.Fatalf("KEK down: err = %v, want ErrKEKUnavailable only", err)
 	}
-	// Key creation needs the KEK too, and must not leave a key behind.
-	if _, err := e.m.Rotate(ctx, "default"); !errors.Is(err, keystore.ErrKEKUnavailable) {
+	// Key creation by a Manager that has not unwrapped the set's
+	// intermediate needs the KEK too, and must not leave a key behind.
+	if _, err := e.manager(e.kek).Rotate(ctx, "default"); !errors.Is(err, keystore.ErrKEKUnavailable) {
 		t.Fatalf("rotate with KEK down: err = %v", err)
 	}
-	if n := len(mustKeys(t, e.m, "default")); n != 1 {
-		t.Fatalf("%d keys after failed rotation, want 1", n)
+	if n := len(mustKeys(t, e.m, "default")); n != 2 {
+		t.Fatalf("%d keys after failed rotation, want 2", n)
 	}
 }
 
@@ -433,7 +457,9 @@ func TestWrongKEK(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.manager(other).PrivateKey(ctx, "default", kid); !errors.Is(err, keystore.ErrSealedKeyInvalid) {
+	// The set's intermediate names the original KEK, which this Manager
+	// has no provider for (no Options.OpenKEK): refused, not tried.
+	if _, err := e.manager(other).PrivateKey(ctx, "default", kid); !errors.Is(err, kek.ErrUnsupported) || errors.Is(err, keystore.ErrKEKUnavailable) {
 		t.Errorf("other KEK: err = %v", err)
 	}
 
@@ -885,12 +911,13 @@ func BenchmarkPrivateKeyCached(b *testing.B) {
 		b.Fatal(err)
 	}
 	kid := mustKeys(b, e.m, "default")[0].KID
-	if _, err := e.m.PrivateKey(ctx, "default", kid); err != nil {
+	m := e.manager(e.kek) // a Manager that must unwrap the intermediate once
+	if _, err := m.PrivateKey(ctx, "default", kid); err != nil {
 		b.Fatal(err)
 	}
 	b.ReportAllocs()
 	for b.Loop() {
-		p, err := e.m.PrivateKey(ctx, "default", kid)
+		p, err := m.PrivateKey(ctx, "default", kid)
 		if err != nil {
 			b.Fatal(err)
 		}

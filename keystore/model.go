@@ -13,6 +13,8 @@ import (
 	"slices"
 	"strconv"
 	"time"
+
+	"github.com/attested-kms/attested-kms/keystore/kek"
 )
 
 // SuiteX25519 is the HPKE suite of every key this package generates.
@@ -147,8 +149,23 @@ type KeySet struct {
 	// PolicyUpdated is when PolicyVersion was set; zero if never.
 	PolicyUpdated time.Time
 	Created       time.Time
+	// Intermediates are the key set's level-2 keys (AES-256), each wrapped
+	// by the root KEK, ordered by generation. Usually one; two while
+	// RotateIntermediate moves keys from the old generation to the new one.
+	// Empty for sets created before the hierarchy existed, until their
+	// first new key needs one.
+	Intermediates []Intermediate
 	// Revision is managed by the Store for compare-and-swap updates.
 	Revision uint64
+}
+
+// Intermediate is one generation of a key set's intermediate key as
+// stored: wrapped by the root KEK named in Wrapped.KEKURI, with AAD
+// intermediateAAD(key set, generation).
+type Intermediate struct {
+	Generation uint64
+	Wrapped    kek.Wrapped
+	Created    time.Time
 }
 
 // Clone returns a deep copy.
@@ -158,16 +175,71 @@ func (ks *KeySet) Clone() *KeySet {
 	}
 	c := *ks
 	c.Policy = slices.Clone(ks.Policy)
+	c.Intermediates = make([]Intermediate, len(ks.Intermediates))
+	for i, in := range ks.Intermediates {
+		c.Intermediates[i] = in
+		c.Intermediates[i].Wrapped = in.Wrapped.Clone()
+	}
+	if len(c.Intermediates) == 0 {
+		c.Intermediates = nil
+	}
 	return &c
+}
+
+// CurrentIntermediate returns the newest intermediate generation, which
+// new keys are sealed under, or nil if the set has none yet.
+func (ks *KeySet) CurrentIntermediate() *Intermediate {
+	var cur *Intermediate
+	for i := range ks.Intermediates {
+		if cur == nil || ks.Intermediates[i].Generation > cur.Generation {
+			cur = &ks.Intermediates[i]
+		}
+	}
+	return cur
+}
+
+// intermediate returns generation gen, or nil.
+func (ks *KeySet) intermediate(gen uint64) *Intermediate {
+	for i := range ks.Intermediates {
+		if ks.Intermediates[i].Generation == gen {
+			return &ks.Intermediates[i]
+		}
+	}
+	return nil
+}
+
+// KEKURI names the root KEK the set's current intermediate is wrapped
+// under; empty if the set has no intermediate yet.
+func (ks *KeySet) KEKURI() string {
+	if cur := ks.CurrentIntermediate(); cur != nil {
+		return cur.Wrapped.KEKURI
+	}
+	return ""
 }
 
 // SealedKey is a private key encrypted at rest. It holds ciphertext only.
 type SealedKey struct {
-	// Format names the sealing scheme (SealFormatV1).
+	// Format names the sealing scheme: SealFormatV2 (DEK wrapped by the key
+	// set's intermediate key) for every key sealed now, SealFormatV1 (DEK
+	// wrapped by the KEK directly) for keys sealed before the hierarchy.
 	Format string
-	// KEKURI names the KEK that wrapped WrappedDEK.
+	// KEKURI names the KEK that protects the key. v1: the KEK that wrapped
+	// WrappedDEK (stored). v2: not stored (the key set's intermediate is
+	// what the root KEK wraps, and RewrapRoot moves it without touching
+	// keys); the Manager fills it in from the key set on the keys it
+	// returns, for display.
 	KEKURI string
-	// WrappedDEK is the per-key data key, wrapped by the KEK provider.
+	// Generation is the intermediate generation that wrapped WrappedDEK
+	// (v2 only).
+	Generation uint64
+	// Algorithm is how WrappedDEK was made: "AES-256-GCM" under the
+	// intermediate (v2), or the KEK provider's algorithm (v1).
+	Algorithm string
+	// KEKVersion is the KEK's version that wrapped WrappedDEK (v1 only,
+	// when the provider has versions).
+	KEKVersion string
+	// WrappedDEK is the per-key data key, wrapped by the intermediate (v2:
+	// nonce || AES-256-GCM ciphertext) or by the KEK provider (v1).
 	WrappedDEK []byte
 	// Nonce and Ciphertext are the AES-256-GCM encryption of the private key
 	// under the data key (Ciphertext includes the tag).
@@ -183,6 +255,9 @@ func (s *SealedKey) Clone() *SealedKey {
 	return &SealedKey{
 		Format:     s.Format,
 		KEKURI:     s.KEKURI,
+		Generation: s.Generation,
+		Algorithm:  s.Algorithm,
+		KEKVersion: s.KEKVersion,
 		WrappedDEK: slices.Clone(s.WrappedDEK),
 		Nonce:      slices.Clone(s.Nonce),
 		Ciphertext: slices.Clone(s.Ciphertext),
@@ -237,7 +312,8 @@ func (k *Key) OHTTPKeyID() uint8 {
 	return id
 }
 
-// KEKURI names the KEK that seals the private key; empty once destroyed.
+// KEKURI names the KEK that seals the private key (for v2 keys, the key
+// set's root KEK as filled in by the Manager); empty once destroyed.
 func (k *Key) KEKURI() string {
 	if k.Sealed == nil {
 		return ""

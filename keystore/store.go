@@ -41,6 +41,14 @@ type Store interface {
 	// written unless everything succeeds.
 	Commit(ctx context.Context, keyset string, create, update []*Key) error
 
+	// Metadata returns the named store-wide record (e.g. the sealed import
+	// key) and its revision, or ErrMetadataNotFound.
+	Metadata(ctx context.Context, name string) (value []byte, revision uint64, err error)
+	// PutMetadata creates the named record if revision is 0
+	// (ErrAlreadyExists if it exists) or replaces it if its stored revision
+	// equals revision (ErrConflict otherwise), and returns the new revision.
+	PutMetadata(ctx context.Context, name string, value []byte, revision uint64) (uint64, error)
+
 	// Close releases the backend.
 	Close() error
 }

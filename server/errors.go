@@ -24,7 +24,13 @@ const (
 	ReasonKeyDisabled      = "KEY_DISABLED"
 	ReasonKeyNotReleasable = "KEY_NOT_RELEASABLE"
 	ReasonUnavailable      = "UNAVAILABLE"
-	ReasonInternal         = "INTERNAL"
+	// ReasonKEKDisabled: the key set's root KEK was disabled or deleted, or
+	// the KMS's access to it revoked, by its owner.
+	ReasonKEKDisabled = "KEK_DISABLED"
+	// ReasonKEKUnavailable: the KEK could not be reached for longer than
+	// the revalidation interval.
+	ReasonKEKUnavailable = "KEK_UNAVAILABLE"
+	ReasonInternal       = "INTERNAL"
 )
 
 // decisionError is a refusal with everything the log line, the audit

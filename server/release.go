@@ -316,6 +316,11 @@ func storeError(err error) *decisionError {
 		return refuseErr(codes.FailedPrecondition, ReasonKeyNotReleasable, err)
 	case errors.Is(err, keystore.ErrInvalidArgument):
 		return refuseErr(codes.InvalidArgument, ReasonBadRequest, err)
+	case errors.Is(err, keystore.ErrKEKDisabled):
+		// The customer's off switch: not retryable until they act.
+		return refuseErr(codes.FailedPrecondition, ReasonKEKDisabled, err)
+	case errors.Is(err, keystore.ErrKEKUnavailable):
+		return refuseErr(codes.Unavailable, ReasonKEKUnavailable, err)
 	case keystore.IsUnavailable(err):
 		return refuse(codes.Unavailable, ReasonUnavailable, "key store or KEK provider unavailable; retry later")
 	default:

@@ -11,6 +11,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/hex"
+	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	"io"
@@ -602,7 +603,11 @@ func unsealNonceSecret(t *testing.T, e *env) []byte {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := p.Unwrap(context.Background(), sealed, []byte("attested-kms/v1 nonce-secret"))
+	var w kek.Wrapped
+	if err := json.Unmarshal(sealed, &w); err != nil {
+		t.Fatal(err)
+	}
+	s, err := p.Unwrap(context.Background(), w, []byte("attested-kms/v1 nonce-secret"))
 	if err != nil {
 		t.Fatal(err)
 	}

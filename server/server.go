@@ -7,6 +7,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -29,6 +30,7 @@ import (
 	"github.com/attested-kms/attested-kms/keystore"
 	"github.com/attested-kms/attested-kms/keystore/boltstore"
 	"github.com/attested-kms/attested-kms/keystore/kek"
+	"github.com/attested-kms/attested-kms/keystore/kek/providers"
 	"github.com/attested-kms/attested-kms/policy"
 	kmsv1 "github.com/attested-kms/attested-kms/proto/kms/v1"
 	"github.com/attested-kms/attested-kms/token"
@@ -45,7 +47,12 @@ func SealNonceSecret(ctx context.Context, p kek.Provider) ([]byte, error) {
 		return nil, fmt.Errorf("nonce secret: %w", err)
 	}
 	defer clear(secret)
-	sealed, err := p.Wrap(ctx, secret, nonceSecretAAD)
+	w, err := p.Wrap(ctx, secret, nonceSecretAAD)
+	if err != nil {
+		return nil, fmt.Errorf("sealing nonce secret: %w", err)
+	}
+	// JSON keeps the KEK URI, version and algorithm beside the ciphertext.
+	sealed, err := json.Marshal(w)
 	if err != nil {
 		return nil, fmt.Errorf("sealing nonce secret: %w", err)
 	}
@@ -57,7 +64,11 @@ func openNonceSecret(ctx context.Context, p kek.Provider, path string) ([]byte, 
 	if err != nil {
 		return nil, fmt.Errorf("nonce secret: %w", err)
 	}
-	secret, err := p.Unwrap(ctx, sealed, nonceSecretAAD)
+	var w kek.Wrapped
+	if err := json.Unmarshal(sealed, &w); err != nil {
+		return nil, fmt.Errorf("nonce secret %s is not a sealed secret (re-create it with kms init, or seal one under the configured KEK): %w", path, err)
+	}
+	secret, err := p.Unwrap(ctx, w, nonceSecretAAD)
 	if err != nil {
 		return nil, fmt.Errorf("unsealing nonce secret %s: %w", path, err)
 	}
@@ -86,7 +97,7 @@ type Server struct {
 // unseals every key set's keys once (refusing to start if it cannot), and
 // prepares the verifiers. It does not listen yet.
 func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, error) {
-	provider, err := kek.Open(ctx, cfg.KEK)
+	provider, err := providers.Open(ctx, cfg.KEK, providers.Options{})
 	if err != nil {
 		return nil, fmt.Errorf("opening KEK %s: %w", cfg.KEK, err)
 	}
@@ -103,11 +114,19 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, er
 }
 
 func newWithStore(ctx context.Context, cfg *config.Config, log *slog.Logger, store *boltstore.Store, provider kek.Provider) (*Server, error) {
-	keys := keystore.NewManager(store, provider, keystore.Options{Logger: log})
+	keys := keystore.NewManager(store, provider, keystore.Options{
+		Logger: log,
+		// Key sets still under an earlier KEK (during or after a
+		// rotation) are opened by the URI recorded on them.
+		OpenKEK:          providers.Opener(providers.Options{}),
+		KEKCheckInterval: time.Duration(cfg.KEKCheckInterval),
+	})
 	if err := ensureKeySets(ctx, keys, cfg.KeySets); err != nil {
 		return nil, err
 	}
-	if err := warmKeys(ctx, keys); err != nil {
+	// One KEK call per key set, then every releasable key unsealed: a KMS
+	// that cannot do this must say so at start, not at the first release.
+	if err := keys.Warm(ctx); err != nil {
 		return nil, fmt.Errorf("refusing to start: %w", err)
 	}
 	secret, err := openNonceSecret(ctx, provider, cfg.Nonce.SealedSecretFile)
@@ -238,31 +257,6 @@ func ensureKeySets(ctx context.Context, keys *keystore.Manager, sets []config.Ke
 	return nil
 }
 
-// warmKeys unseals every releasable key once. A KMS that cannot unseal its
-// keys must say so at start, not at the first release.
-func warmKeys(ctx context.Context, keys *keystore.Manager) error {
-	sets, err := keys.ListKeySets(ctx)
-	if err != nil {
-		return err
-	}
-	now := time.Now()
-	for _, ks := range sets {
-		list, err := keys.ListKeys(ctx, ks.Name)
-		if err != nil {
-			return err
-		}
-		for _, k := range list {
-			if !k.Releasable(now) {
-				continue
-			}
-			if _, err := keys.PrivateKey(ctx, ks.Name, k.KID); err != nil {
-				return fmt.Errorf("unsealing key %s/%s: %w", ks.Name, k.KID, err)
-			}
-		}
-	}
-	return nil
-}
-
 // ReleaseService returns the release service, for in-process callers such
 // as benchmarks.
 func (s *Server) ReleaseService() *ReleaseService { return s.release }
@@ -340,6 +334,9 @@ func (s *Server) Start(ctx context.Context) error {
 		}
 	}()
 	go s.keys.RunRotation(ctx, time.Duration(s.cfg.Rotation.TickInterval))
+	// The customer's off switch: each key set's KEK is re-checked so a
+	// disabled or revoked KEK stops releases within the interval.
+	go s.keys.RunRevalidation(ctx)
 	s.log.Info("kms serving", "grpc", s.GRPCAddr, "http", s.HTTPAddr, "admin_socket", s.AdminSocket, "tls", tlsCfg != nil)
 	return nil
 }

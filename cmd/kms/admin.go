@@ -140,6 +140,7 @@ func newKeysCmd() *cobra.Command {
 		setState("disable", "Hold a key: nothing is released while it is disabled", kmsv1.KeyState_KEY_STATE_DISABLED),
 		setState("enable", "Lift a hold: the key returns to the state it had", kmsv1.KeyState_KEY_STATE_ACTIVE),
 		setState("destroy", "Erase the sealed private key (irreversible)", kmsv1.KeyState_KEY_STATE_DESTROYED))
+	cmd.AddCommand(importCommands(a, &keyset)...)
 	return cmd
 }
 

@@ -8,6 +8,11 @@
 //	keysets/<name>                   -> keySetRecord (JSON)
 //	keys/<name>/v/<u64be version>    -> keyRecord (JSON)
 //	keys/<name>/kid/<kid><u64be ver> -> "" (index for lookups by kid)
+//	metadata/<name>                  -> metadataRecord (JSON)
+//
+// Fields added since schema 1 was first written (a key set's intermediate
+// keys, a sealed key's generation and algorithm, the metadata bucket) are
+// optional in the JSON, so older files open unchanged.
 package boltstore
 
 import (
@@ -23,17 +28,19 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/attested-kms/attested-kms/keystore"
+	"github.com/attested-kms/attested-kms/keystore/kek"
 )
 
 const schemaVersion = "1"
 
 var (
-	bucketMeta    = []byte("meta")
-	bucketKeySets = []byte("keysets")
-	bucketKeys    = []byte("keys")
-	bucketVersion = []byte("v")
-	bucketKID     = []byte("kid")
-	keySchema     = []byte("schema")
+	bucketMeta     = []byte("meta")
+	bucketKeySets  = []byte("keysets")
+	bucketKeys     = []byte("keys")
+	bucketVersion  = []byte("v")
+	bucketKID      = []byte("kid")
+	bucketMetadata = []byte("metadata")
+	keySchema      = []byte("schema")
 )
 
 // Store is a keystore.Store backed by a bbolt file. It is safe for
@@ -72,7 +79,7 @@ func Open(path string) (*Store, error) {
 
 func (s *Store) init() error {
 	return s.update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketMeta, bucketKeySets, bucketKeys} {
+		for _, b := range [][]byte{bucketMeta, bucketKeySets, bucketKeys, bucketMetadata} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return fmt.Errorf("boltstore: create bucket %s: %w", b, errors.Join(keystore.ErrStoreUnavailable, err))
 			}
@@ -391,18 +398,96 @@ func createKey(kb *bolt.Bucket, keyset string, k *keystore.Key) error {
 	return kb.Bucket(bucketKID).Put(append([]byte(k.KID), vk...), nil)
 }
 
+// Metadata implements keystore.Store.
+func (s *Store) Metadata(ctx context.Context, name string) ([]byte, uint64, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, 0, err
+	}
+	var r metadataRecord
+	err := s.view(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bucketMetadata).Get([]byte(name))
+		if v == nil {
+			return fmt.Errorf("boltstore: metadata %q: %w", name, keystore.ErrMetadataNotFound)
+		}
+		if err := json.Unmarshal(v, &r); err != nil {
+			return fmt.Errorf("boltstore: decode metadata %q: %w", name, err)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, 0, err
+	}
+	return r.Value, r.Revision, nil
+}
+
+// PutMetadata implements keystore.Store.
+func (s *Store) PutMetadata(ctx context.Context, name string, value []byte, revision uint64) (uint64, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	if name == "" {
+		return 0, fmt.Errorf("boltstore: empty metadata name: %w", keystore.ErrInvalidArgument)
+	}
+	err := s.update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketMetadata)
+		v := b.Get([]byte(name))
+		switch {
+		case v == nil && revision != 0:
+			return fmt.Errorf("boltstore: metadata %q: %w", name, keystore.ErrMetadataNotFound)
+		case v != nil && revision == 0:
+			return fmt.Errorf("boltstore: metadata %q: %w", name, keystore.ErrAlreadyExists)
+		case v != nil:
+			var cur metadataRecord
+			if err := json.Unmarshal(v, &cur); err != nil {
+				return fmt.Errorf("boltstore: decode metadata %q: %w", name, err)
+			}
+			if cur.Revision != revision {
+				return fmt.Errorf("boltstore: metadata %q revision %d, stored %d: %w", name, revision, cur.Revision, keystore.ErrConflict)
+			}
+		}
+		rec, err := json.Marshal(metadataRecord{Value: value, Revision: revision + 1})
+		if err != nil {
+			return fmt.Errorf("boltstore: encode metadata %q: %w", name, err)
+		}
+		return b.Put([]byte(name), rec)
+	})
+	if err != nil {
+		return 0, err
+	}
+	return revision + 1, nil
+}
+
 func versionKey(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }
 
 // Records. Kept separate from the keystore types so the file format is
 // spelled out here and changes to in-memory types cannot silently change it.
 
 type keySetRecord struct {
-	Schema   int            `json:"schema"`
-	Name     string         `json:"name"`
-	Settings settingsRecord `json:"settings"`
-	Policy   policyRecord   `json:"policy"`
-	Created  time.Time      `json:"created"`
-	Revision uint64         `json:"revision"`
+	Schema        int                  `json:"schema"`
+	Name          string               `json:"name"`
+	Settings      settingsRecord       `json:"settings"`
+	Policy        policyRecord         `json:"policy"`
+	Intermediates []intermediateRecord `json:"intermediates,omitempty"`
+	Created       time.Time            `json:"created"`
+	Revision      uint64               `json:"revision"`
+}
+
+type intermediateRecord struct {
+	Generation uint64        `json:"generation"`
+	Wrapped    wrappedRecord `json:"wrapped"`
+	Created    time.Time     `json:"created"`
+}
+
+type wrappedRecord struct {
+	KEKURI     string `json:"kek_uri"`
+	KEKVersion string `json:"kek_version,omitempty"`
+	Algorithm  string `json:"algorithm"`
+	Ciphertext []byte `json:"ciphertext"`
+}
+
+type metadataRecord struct {
+	Value    []byte `json:"value"`
+	Revision uint64 `json:"revision"`
 }
 
 type settingsRecord struct {
@@ -438,7 +523,10 @@ type keyRecord struct {
 
 type sealedRecord struct {
 	Format     string `json:"format"`
-	KEKURI     string `json:"kek_uri"`
+	KEKURI     string `json:"kek_uri,omitempty"`
+	Generation uint64 `json:"generation,omitempty"`
+	Algorithm  string `json:"algorithm,omitempty"`
+	KEKVersion string `json:"kek_version,omitempty"`
 	WrappedDEK []byte `json:"wrapped_dek"`
 	Nonce      []byte `json:"nonce"`
 	Ciphertext []byte `json:"ciphertext"`
@@ -457,6 +545,14 @@ func encodeKeySet(ks *keystore.KeySet, rev uint64) ([]byte, error) {
 		Policy:   policyRecord{Version: ks.PolicyVersion, YAML: ks.Policy, Updated: optTime(ks.PolicyUpdated)},
 		Created:  ks.Created,
 		Revision: rev,
+	}
+	for _, in := range ks.Intermediates {
+		w := in.Wrapped
+		r.Intermediates = append(r.Intermediates, intermediateRecord{
+			Generation: in.Generation,
+			Wrapped:    wrappedRecord{KEKURI: w.KEKURI, KEKVersion: w.KEKVersion, Algorithm: w.Algorithm, Ciphertext: w.Ciphertext},
+			Created:    in.Created,
+		})
 	}
 	b, err := json.Marshal(r)
 	if err != nil {
@@ -489,6 +585,14 @@ func decodeKeySet(b []byte) (*keystore.KeySet, error) {
 	if r.Policy.Updated != nil {
 		ks.PolicyUpdated = *r.Policy.Updated
 	}
+	for _, in := range r.Intermediates {
+		w := in.Wrapped
+		ks.Intermediates = append(ks.Intermediates, keystore.Intermediate{
+			Generation: in.Generation,
+			Wrapped:    kek.Wrapped{KEKURI: w.KEKURI, KEKVersion: w.KEKVersion, Algorithm: w.Algorithm, Ciphertext: w.Ciphertext},
+			Created:    in.Created,
+		})
+	}
 	return ks, nil
 }
 
@@ -513,7 +617,10 @@ func encodeKey(k *keystore.Key, rev uint64) ([]byte, error) {
 		return nil, fmt.Errorf("boltstore: key %s v%d has invalid state %q: %w", k.KID, k.Version, k.State, keystore.ErrInvalidArgument)
 	}
 	if s := k.Sealed; s != nil {
-		r.Sealed = &sealedRecord{Format: s.Format, KEKURI: s.KEKURI, WrappedDEK: s.WrappedDEK, Nonce: s.Nonce, Ciphertext: s.Ciphertext}
+		r.Sealed = &sealedRecord{
+			Format: s.Format, KEKURI: s.KEKURI, Generation: s.Generation, Algorithm: s.Algorithm, KEKVersion: s.KEKVersion,
+			WrappedDEK: s.WrappedDEK, Nonce: s.Nonce, Ciphertext: s.Ciphertext,
+		}
 	}
 	b, err := json.Marshal(r)
 	if err != nil {
@@ -548,7 +655,10 @@ func decodeKey(b []byte) (*keystore.Key, error) {
 		k.Destroyed = *r.Destroyed
 	}
 	if s := r.Sealed; s != nil {
-		k.Sealed = &keystore.SealedKey{Format: s.Format, KEKURI: s.KEKURI, WrappedDEK: s.WrappedDEK, Nonce: s.Nonce, Ciphertext: s.Ciphertext}
+		k.Sealed = &keystore.SealedKey{
+			Format: s.Format, KEKURI: s.KEKURI, Generation: s.Generation, Algorithm: s.Algorithm, KEKVersion: s.KEKVersion,
+			WrappedDEK: s.WrappedDEK, Nonce: s.Nonce, Ciphertext: s.Ciphertext,
+		}
 	}
 	return k, nil
 }

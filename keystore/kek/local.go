@@ -140,26 +140,37 @@ func newLocal(uri string, key []byte) (*Local, error) {
 // URI returns local:///abs/path/to/kek.key.
 func (l *Local) URI() string { return l.uri }
 
+// LocalAlgorithm is the Algorithm of the local provider's Wrapped values.
+const LocalAlgorithm = "AES-256-GCM"
+
 // Wrap encrypts dek under the KEK with a random nonce.
-func (l *Local) Wrap(ctx context.Context, dek, aad []byte) ([]byte, error) {
+func (l *Local) Wrap(ctx context.Context, dek, aad []byte) (Wrapped, error) {
 	if err := ctx.Err(); err != nil {
-		return nil, err
+		return Wrapped{}, err
 	}
 	out := make([]byte, localHeaderSize+localNonceSize, localOverhead+len(dek))
 	out[0] = localFormatV1
 	copy(out[1:localHeaderSize], l.kekID[:])
 	nonce := out[localHeaderSize:]
 	if _, err := io.ReadFull(rand.Reader, nonce); err != nil {
-		return nil, fmt.Errorf("kek: generate nonce: %w", err)
+		return Wrapped{}, fmt.Errorf("kek: generate nonce: %w", err)
 	}
-	return l.aead.Seal(out, nonce, dek, l.fullAAD(out[:localHeaderSize], aad)), nil
+	return Wrapped{
+		KEKURI:     l.uri,
+		Algorithm:  LocalAlgorithm,
+		Ciphertext: l.aead.Seal(out, nonce, dek, l.fullAAD(out[:localHeaderSize], aad)),
+	}, nil
 }
 
 // Unwrap decrypts a value produced by Wrap with the same KEK and aad.
-func (l *Local) Unwrap(ctx context.Context, wrapped, aad []byte) ([]byte, error) {
+func (l *Local) Unwrap(ctx context.Context, w Wrapped, aad []byte) ([]byte, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	if w.Algorithm != LocalAlgorithm {
+		return nil, fmt.Errorf("kek: algorithm %q not supported by the local provider: %w", w.Algorithm, ErrUnsupported)
+	}
+	wrapped := w.Ciphertext
 	if len(wrapped) == 0 {
 		return nil, fmt.Errorf("kek: empty wrapped key: %w", ErrAuthentication)
 	}

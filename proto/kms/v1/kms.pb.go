@@ -1602,6 +1602,480 @@ func (x *GetPolicyResponse) GetVersion() int64 {
 	return 0
 }
 
+type GetKEKStatusRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetKEKStatusRequest) Reset() {
+	*x = GetKEKStatusRequest{}
+	mi := &file_kms_v1_kms_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetKEKStatusRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetKEKStatusRequest) ProtoMessage() {}
+
+func (x *GetKEKStatusRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kms_v1_kms_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetKEKStatusRequest.ProtoReflect.Descriptor instead.
+func (*GetKEKStatusRequest) Descriptor() ([]byte, []int) {
+	return file_kms_v1_kms_proto_rawDescGZIP(), []int{24}
+}
+
+type KEKStatus struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Keyset     string                 `protobuf:"bytes,1,opt,name=keyset,proto3" json:"keyset,omitempty"`
+	KekUri     string                 `protobuf:"bytes,2,opt,name=kek_uri,json=kekUri,proto3" json:"kek_uri,omitempty"`
+	KekVersion string                 `protobuf:"bytes,3,opt,name=kek_version,json=kekVersion,proto3" json:"kek_version,omitempty"`
+	Algorithm  string                 `protobuf:"bytes,4,opt,name=algorithm,proto3" json:"algorithm,omitempty"`
+	// Generation of the key set's current intermediate key.
+	Generation uint64 `protobuf:"varint,5,opt,name=generation,proto3" json:"generation,omitempty"`
+	// "ok", "disabled" (the owner switched the KEK off) or "unavailable".
+	State         string                 `protobuf:"bytes,6,opt,name=state,proto3" json:"state,omitempty"`
+	LastChecked   *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=last_checked,json=lastChecked,proto3" json:"last_checked,omitempty"`
+	LastOk        *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=last_ok,json=lastOk,proto3" json:"last_ok,omitempty"`
+	Error         string                 `protobuf:"bytes,9,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *KEKStatus) Reset() {
+	*x = KEKStatus{}
+	mi := &file_kms_v1_kms_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KEKStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KEKStatus) ProtoMessage() {}
+
+func (x *KEKStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_kms_v1_kms_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KEKStatus.ProtoReflect.Descriptor instead.
+func (*KEKStatus) Descriptor() ([]byte, []int) {
+	return file_kms_v1_kms_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *KEKStatus) GetKeyset() string {
+	if x != nil {
+		return x.Keyset
+	}
+	return ""
+}
+
+func (x *KEKStatus) GetKekUri() string {
+	if x != nil {
+		return x.KekUri
+	}
+	return ""
+}
+
+func (x *KEKStatus) GetKekVersion() string {
+	if x != nil {
+		return x.KekVersion
+	}
+	return ""
+}
+
+func (x *KEKStatus) GetAlgorithm() string {
+	if x != nil {
+		return x.Algorithm
+	}
+	return ""
+}
+
+func (x *KEKStatus) GetGeneration() uint64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
+func (x *KEKStatus) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *KEKStatus) GetLastChecked() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastChecked
+	}
+	return nil
+}
+
+func (x *KEKStatus) GetLastOk() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastOk
+	}
+	return nil
+}
+
+func (x *KEKStatus) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+type GetKEKStatusResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Keysets       []*KEKStatus           `protobuf:"bytes,1,rep,name=keysets,proto3" json:"keysets,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetKEKStatusResponse) Reset() {
+	*x = GetKEKStatusResponse{}
+	mi := &file_kms_v1_kms_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetKEKStatusResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetKEKStatusResponse) ProtoMessage() {}
+
+func (x *GetKEKStatusResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kms_v1_kms_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetKEKStatusResponse.ProtoReflect.Descriptor instead.
+func (*GetKEKStatusResponse) Descriptor() ([]byte, []int) {
+	return file_kms_v1_kms_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *GetKEKStatusResponse) GetKeysets() []*KEKStatus {
+	if x != nil {
+		return x.Keysets
+	}
+	return nil
+}
+
+type RotateKEKRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ToUri         string                 `protobuf:"bytes,1,opt,name=to_uri,json=toUri,proto3" json:"to_uri,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RotateKEKRequest) Reset() {
+	*x = RotateKEKRequest{}
+	mi := &file_kms_v1_kms_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RotateKEKRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RotateKEKRequest) ProtoMessage() {}
+
+func (x *RotateKEKRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kms_v1_kms_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RotateKEKRequest.ProtoReflect.Descriptor instead.
+func (*RotateKEKRequest) Descriptor() ([]byte, []int) {
+	return file_kms_v1_kms_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *RotateKEKRequest) GetToUri() string {
+	if x != nil {
+		return x.ToUri
+	}
+	return ""
+}
+
+type RotateKEKResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Key sets re-wrapped by this call; those already under to_uri are skipped.
+	Rewrapped     []string     `protobuf:"bytes,1,rep,name=rewrapped,proto3" json:"rewrapped,omitempty"`
+	Keysets       []*KEKStatus `protobuf:"bytes,2,rep,name=keysets,proto3" json:"keysets,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RotateKEKResponse) Reset() {
+	*x = RotateKEKResponse{}
+	mi := &file_kms_v1_kms_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RotateKEKResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RotateKEKResponse) ProtoMessage() {}
+
+func (x *RotateKEKResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kms_v1_kms_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RotateKEKResponse.ProtoReflect.Descriptor instead.
+func (*RotateKEKResponse) Descriptor() ([]byte, []int) {
+	return file_kms_v1_kms_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *RotateKEKResponse) GetRewrapped() []string {
+	if x != nil {
+		return x.Rewrapped
+	}
+	return nil
+}
+
+func (x *RotateKEKResponse) GetKeysets() []*KEKStatus {
+	if x != nil {
+		return x.Keysets
+	}
+	return nil
+}
+
+type RotateIntermediateKeyRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Keyset        string                 `protobuf:"bytes,1,opt,name=keyset,proto3" json:"keyset,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RotateIntermediateKeyRequest) Reset() {
+	*x = RotateIntermediateKeyRequest{}
+	mi := &file_kms_v1_kms_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RotateIntermediateKeyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RotateIntermediateKeyRequest) ProtoMessage() {}
+
+func (x *RotateIntermediateKeyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kms_v1_kms_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RotateIntermediateKeyRequest.ProtoReflect.Descriptor instead.
+func (*RotateIntermediateKeyRequest) Descriptor() ([]byte, []int) {
+	return file_kms_v1_kms_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *RotateIntermediateKeyRequest) GetKeyset() string {
+	if x != nil {
+		return x.Keyset
+	}
+	return ""
+}
+
+type GetImportKeyRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetImportKeyRequest) Reset() {
+	*x = GetImportKeyRequest{}
+	mi := &file_kms_v1_kms_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetImportKeyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetImportKeyRequest) ProtoMessage() {}
+
+func (x *GetImportKeyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kms_v1_kms_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetImportKeyRequest.ProtoReflect.Descriptor instead.
+func (*GetImportKeyRequest) Descriptor() ([]byte, []int) {
+	return file_kms_v1_kms_proto_rawDescGZIP(), []int{30}
+}
+
+type GetImportKeyResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// PKIX DER of the RSA import public key (3072 bits).
+	PublicKey []byte `protobuf:"bytes,1,opt,name=public_key,json=publicKey,proto3" json:"public_key,omitempty"`
+	// "RSA_AES_KEY_WRAP_SHA_256": RSA-OAEP-SHA256 of an AES-256 key, then
+	// AES key wrap with padding (RFC 5649) of the 32-byte X25519 private key.
+	Algorithm     string `protobuf:"bytes,2,opt,name=algorithm,proto3" json:"algorithm,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetImportKeyResponse) Reset() {
+	*x = GetImportKeyResponse{}
+	mi := &file_kms_v1_kms_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetImportKeyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetImportKeyResponse) ProtoMessage() {}
+
+func (x *GetImportKeyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kms_v1_kms_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetImportKeyResponse.ProtoReflect.Descriptor instead.
+func (*GetImportKeyResponse) Descriptor() ([]byte, []int) {
+	return file_kms_v1_kms_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *GetImportKeyResponse) GetPublicKey() []byte {
+	if x != nil {
+		return x.PublicKey
+	}
+	return nil
+}
+
+func (x *GetImportKeyResponse) GetAlgorithm() string {
+	if x != nil {
+		return x.Algorithm
+	}
+	return ""
+}
+
+type ImportKeyRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Keyset        string                 `protobuf:"bytes,1,opt,name=keyset,proto3" json:"keyset,omitempty"`
+	WrappedKey    []byte                 `protobuf:"bytes,2,opt,name=wrapped_key,json=wrappedKey,proto3" json:"wrapped_key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ImportKeyRequest) Reset() {
+	*x = ImportKeyRequest{}
+	mi := &file_kms_v1_kms_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ImportKeyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ImportKeyRequest) ProtoMessage() {}
+
+func (x *ImportKeyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kms_v1_kms_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ImportKeyRequest.ProtoReflect.Descriptor instead.
+func (*ImportKeyRequest) Descriptor() ([]byte, []int) {
+	return file_kms_v1_kms_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *ImportKeyRequest) GetKeyset() string {
+	if x != nil {
+		return x.Keyset
+	}
+	return ""
+}
+
+func (x *ImportKeyRequest) GetWrappedKey() []byte {
+	if x != nil {
+		return x.WrappedKey
+	}
+	return nil
+}
+
 var File_kms_v1_kms_proto protoreflect.FileDescriptor
 
 const file_kms_v1_kms_proto_rawDesc = "" +
@@ -1717,7 +2191,39 @@ const file_kms_v1_kms_proto_rawDesc = "" +
 	"\x06keyset\x18\x01 \x01(\tR\x06keyset\"E\n" +
 	"\x11GetPolicyResponse\x12\x16\n" +
 	"\x06policy\x18\x01 \x01(\fR\x06policy\x12\x18\n" +
-	"\aversion\x18\x02 \x01(\x03R\aversion*\x88\x01\n" +
+	"\aversion\x18\x02 \x01(\x03R\aversion\"\x15\n" +
+	"\x13GetKEKStatusRequest\"\xbb\x02\n" +
+	"\tKEKStatus\x12\x16\n" +
+	"\x06keyset\x18\x01 \x01(\tR\x06keyset\x12\x17\n" +
+	"\akek_uri\x18\x02 \x01(\tR\x06kekUri\x12\x1f\n" +
+	"\vkek_version\x18\x03 \x01(\tR\n" +
+	"kekVersion\x12\x1c\n" +
+	"\talgorithm\x18\x04 \x01(\tR\talgorithm\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x05 \x01(\x04R\n" +
+	"generation\x12\x14\n" +
+	"\x05state\x18\x06 \x01(\tR\x05state\x12=\n" +
+	"\flast_checked\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\vlastChecked\x123\n" +
+	"\alast_ok\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\x06lastOk\x12\x14\n" +
+	"\x05error\x18\t \x01(\tR\x05error\"C\n" +
+	"\x14GetKEKStatusResponse\x12+\n" +
+	"\akeysets\x18\x01 \x03(\v2\x11.kms.v1.KEKStatusR\akeysets\")\n" +
+	"\x10RotateKEKRequest\x12\x15\n" +
+	"\x06to_uri\x18\x01 \x01(\tR\x05toUri\"^\n" +
+	"\x11RotateKEKResponse\x12\x1c\n" +
+	"\trewrapped\x18\x01 \x03(\tR\trewrapped\x12+\n" +
+	"\akeysets\x18\x02 \x03(\v2\x11.kms.v1.KEKStatusR\akeysets\"6\n" +
+	"\x1cRotateIntermediateKeyRequest\x12\x16\n" +
+	"\x06keyset\x18\x01 \x01(\tR\x06keyset\"\x15\n" +
+	"\x13GetImportKeyRequest\"S\n" +
+	"\x14GetImportKeyResponse\x12\x1d\n" +
+	"\n" +
+	"public_key\x18\x01 \x01(\fR\tpublicKey\x12\x1c\n" +
+	"\talgorithm\x18\x02 \x01(\tR\talgorithm\"K\n" +
+	"\x10ImportKeyRequest\x12\x16\n" +
+	"\x06keyset\x18\x01 \x01(\tR\x06keyset\x12\x1f\n" +
+	"\vwrapped_key\x18\x02 \x01(\fR\n" +
+	"wrappedKey*\x88\x01\n" +
 	"\x11WrappingAlgorithm\x12\"\n" +
 	"\x1eWRAPPING_ALGORITHM_UNSPECIFIED\x10\x00\x12\"\n" +
 	"\x1eWRAPPING_ALGORITHM_HPKE_X25519\x10\x01\x12+\n" +
@@ -1734,7 +2240,7 @@ const file_kms_v1_kms_proto_rawDesc = "" +
 	"\fGetChallenge\x12\x1b.kms.v1.GetChallengeRequest\x1a\x1c.kms.v1.GetChallengeResponse\x12C\n" +
 	"\n" +
 	"ReleaseKey\x12\x19.kms.v1.ReleaseKeyRequest\x1a\x1a.kms.v1.ReleaseKeyResponse\x12O\n" +
-	"\x0eListPublicKeys\x12\x1d.kms.v1.ListPublicKeysRequest\x1a\x1e.kms.v1.ListPublicKeysResponse2\xc5\x03\n" +
+	"\x0eListPublicKeys\x12\x1d.kms.v1.ListPublicKeysRequest\x1a\x1e.kms.v1.ListPublicKeysResponse2\xa7\x06\n" +
 	"\x05Admin\x12;\n" +
 	"\fCreateKeySet\x12\x1b.kms.v1.CreateKeySetRequest\x1a\x0e.kms.v1.KeySet\x12F\n" +
 	"\vListKeySets\x12\x1a.kms.v1.ListKeySetsRequest\x1a\x1b.kms.v1.ListKeySetsResponse\x128\n" +
@@ -1743,7 +2249,12 @@ const file_kms_v1_kms_proto_rawDesc = "" +
 	"\bListKeys\x12\x17.kms.v1.ListKeysRequest\x1a\x18.kms.v1.ListKeysResponse\x12:\n" +
 	"\vSetKeyState\x12\x1a.kms.v1.SetKeyStateRequest\x1a\x0f.kms.v1.KeyInfo\x12@\n" +
 	"\tSetPolicy\x12\x18.kms.v1.SetPolicyRequest\x1a\x19.kms.v1.SetPolicyResponse\x12@\n" +
-	"\tGetPolicy\x12\x18.kms.v1.GetPolicyRequest\x1a\x19.kms.v1.GetPolicyResponseB9Z7github.com/attested-kms/attested-kms/proto/kms/v1;kmsv1b\x06proto3"
+	"\tGetPolicy\x12\x18.kms.v1.GetPolicyRequest\x1a\x19.kms.v1.GetPolicyResponse\x12I\n" +
+	"\fGetKEKStatus\x12\x1b.kms.v1.GetKEKStatusRequest\x1a\x1c.kms.v1.GetKEKStatusResponse\x12@\n" +
+	"\tRotateKEK\x12\x18.kms.v1.RotateKEKRequest\x1a\x19.kms.v1.RotateKEKResponse\x12P\n" +
+	"\x15RotateIntermediateKey\x12$.kms.v1.RotateIntermediateKeyRequest\x1a\x11.kms.v1.KEKStatus\x12I\n" +
+	"\fGetImportKey\x12\x1b.kms.v1.GetImportKeyRequest\x1a\x1c.kms.v1.GetImportKeyResponse\x126\n" +
+	"\tImportKey\x12\x18.kms.v1.ImportKeyRequest\x1a\x0f.kms.v1.KeyInfoB9Z7github.com/attested-kms/attested-kms/proto/kms/v1;kmsv1b\x06proto3"
 
 var (
 	file_kms_v1_kms_proto_rawDescOnce sync.Once
@@ -1758,84 +2269,107 @@ func file_kms_v1_kms_proto_rawDescGZIP() []byte {
 }
 
 var file_kms_v1_kms_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_kms_v1_kms_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
+var file_kms_v1_kms_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
 var file_kms_v1_kms_proto_goTypes = []any{
-	(WrappingAlgorithm)(0),         // 0: kms.v1.WrappingAlgorithm
-	(KeyState)(0),                  // 1: kms.v1.KeyState
-	(*GetChallengeRequest)(nil),    // 2: kms.v1.GetChallengeRequest
-	(*GetChallengeResponse)(nil),   // 3: kms.v1.GetChallengeResponse
-	(*WrappingKey)(nil),            // 4: kms.v1.WrappingKey
-	(*Evidence)(nil),               // 5: kms.v1.Evidence
-	(*TPMQuote)(nil),               // 6: kms.v1.TPMQuote
-	(*ReleaseKeyRequest)(nil),      // 7: kms.v1.ReleaseKeyRequest
-	(*ReleaseKeyResponse)(nil),     // 8: kms.v1.ReleaseKeyResponse
-	(*ListPublicKeysRequest)(nil),  // 9: kms.v1.ListPublicKeysRequest
-	(*PublicKey)(nil),              // 10: kms.v1.PublicKey
-	(*ListPublicKeysResponse)(nil), // 11: kms.v1.ListPublicKeysResponse
-	(*KeySetSettings)(nil),         // 12: kms.v1.KeySetSettings
-	(*CreateKeySetRequest)(nil),    // 13: kms.v1.CreateKeySetRequest
-	(*KeySet)(nil),                 // 14: kms.v1.KeySet
-	(*ListKeySetsRequest)(nil),     // 15: kms.v1.ListKeySetsRequest
-	(*ListKeySetsResponse)(nil),    // 16: kms.v1.ListKeySetsResponse
-	(*RotateKeysRequest)(nil),      // 17: kms.v1.RotateKeysRequest
-	(*KeyInfo)(nil),                // 18: kms.v1.KeyInfo
-	(*ListKeysRequest)(nil),        // 19: kms.v1.ListKeysRequest
-	(*ListKeysResponse)(nil),       // 20: kms.v1.ListKeysResponse
-	(*SetKeyStateRequest)(nil),     // 21: kms.v1.SetKeyStateRequest
-	(*SetPolicyRequest)(nil),       // 22: kms.v1.SetPolicyRequest
-	(*SetPolicyResponse)(nil),      // 23: kms.v1.SetPolicyResponse
-	(*GetPolicyRequest)(nil),       // 24: kms.v1.GetPolicyRequest
-	(*GetPolicyResponse)(nil),      // 25: kms.v1.GetPolicyResponse
-	(*timestamppb.Timestamp)(nil),  // 26: google.protobuf.Timestamp
+	(WrappingAlgorithm)(0),               // 0: kms.v1.WrappingAlgorithm
+	(KeyState)(0),                        // 1: kms.v1.KeyState
+	(*GetChallengeRequest)(nil),          // 2: kms.v1.GetChallengeRequest
+	(*GetChallengeResponse)(nil),         // 3: kms.v1.GetChallengeResponse
+	(*WrappingKey)(nil),                  // 4: kms.v1.WrappingKey
+	(*Evidence)(nil),                     // 5: kms.v1.Evidence
+	(*TPMQuote)(nil),                     // 6: kms.v1.TPMQuote
+	(*ReleaseKeyRequest)(nil),            // 7: kms.v1.ReleaseKeyRequest
+	(*ReleaseKeyResponse)(nil),           // 8: kms.v1.ReleaseKeyResponse
+	(*ListPublicKeysRequest)(nil),        // 9: kms.v1.ListPublicKeysRequest
+	(*PublicKey)(nil),                    // 10: kms.v1.PublicKey
+	(*ListPublicKeysResponse)(nil),       // 11: kms.v1.ListPublicKeysResponse
+	(*KeySetSettings)(nil),               // 12: kms.v1.KeySetSettings
+	(*CreateKeySetRequest)(nil),          // 13: kms.v1.CreateKeySetRequest
+	(*KeySet)(nil),                       // 14: kms.v1.KeySet
+	(*ListKeySetsRequest)(nil),           // 15: kms.v1.ListKeySetsRequest
+	(*ListKeySetsResponse)(nil),          // 16: kms.v1.ListKeySetsResponse
+	(*RotateKeysRequest)(nil),            // 17: kms.v1.RotateKeysRequest
+	(*KeyInfo)(nil),                      // 18: kms.v1.KeyInfo
+	(*ListKeysRequest)(nil),              // 19: kms.v1.ListKeysRequest
+	(*ListKeysResponse)(nil),             // 20: kms.v1.ListKeysResponse
+	(*SetKeyStateRequest)(nil),           // 21: kms.v1.SetKeyStateRequest
+	(*SetPolicyRequest)(nil),             // 22: kms.v1.SetPolicyRequest
+	(*SetPolicyResponse)(nil),            // 23: kms.v1.SetPolicyResponse
+	(*GetPolicyRequest)(nil),             // 24: kms.v1.GetPolicyRequest
+	(*GetPolicyResponse)(nil),            // 25: kms.v1.GetPolicyResponse
+	(*GetKEKStatusRequest)(nil),          // 26: kms.v1.GetKEKStatusRequest
+	(*KEKStatus)(nil),                    // 27: kms.v1.KEKStatus
+	(*GetKEKStatusResponse)(nil),         // 28: kms.v1.GetKEKStatusResponse
+	(*RotateKEKRequest)(nil),             // 29: kms.v1.RotateKEKRequest
+	(*RotateKEKResponse)(nil),            // 30: kms.v1.RotateKEKResponse
+	(*RotateIntermediateKeyRequest)(nil), // 31: kms.v1.RotateIntermediateKeyRequest
+	(*GetImportKeyRequest)(nil),          // 32: kms.v1.GetImportKeyRequest
+	(*GetImportKeyResponse)(nil),         // 33: kms.v1.GetImportKeyResponse
+	(*ImportKeyRequest)(nil),             // 34: kms.v1.ImportKeyRequest
+	(*timestamppb.Timestamp)(nil),        // 35: google.protobuf.Timestamp
 }
 var file_kms_v1_kms_proto_depIdxs = []int32{
-	26, // 0: kms.v1.GetChallengeResponse.expires_at:type_name -> google.protobuf.Timestamp
+	35, // 0: kms.v1.GetChallengeResponse.expires_at:type_name -> google.protobuf.Timestamp
 	0,  // 1: kms.v1.WrappingKey.algorithm:type_name -> kms.v1.WrappingAlgorithm
 	6,  // 2: kms.v1.Evidence.tpm_quote:type_name -> kms.v1.TPMQuote
 	5,  // 3: kms.v1.ReleaseKeyRequest.evidence:type_name -> kms.v1.Evidence
 	4,  // 4: kms.v1.ReleaseKeyRequest.wrapping_key:type_name -> kms.v1.WrappingKey
-	26, // 5: kms.v1.ReleaseKeyResponse.not_before:type_name -> google.protobuf.Timestamp
-	26, // 6: kms.v1.ReleaseKeyResponse.not_after:type_name -> google.protobuf.Timestamp
+	35, // 5: kms.v1.ReleaseKeyResponse.not_before:type_name -> google.protobuf.Timestamp
+	35, // 6: kms.v1.ReleaseKeyResponse.not_after:type_name -> google.protobuf.Timestamp
 	1,  // 7: kms.v1.PublicKey.state:type_name -> kms.v1.KeyState
-	26, // 8: kms.v1.PublicKey.not_before:type_name -> google.protobuf.Timestamp
-	26, // 9: kms.v1.PublicKey.not_after:type_name -> google.protobuf.Timestamp
+	35, // 8: kms.v1.PublicKey.not_before:type_name -> google.protobuf.Timestamp
+	35, // 9: kms.v1.PublicKey.not_after:type_name -> google.protobuf.Timestamp
 	10, // 10: kms.v1.ListPublicKeysResponse.keys:type_name -> kms.v1.PublicKey
 	12, // 11: kms.v1.CreateKeySetRequest.settings:type_name -> kms.v1.KeySetSettings
 	12, // 12: kms.v1.KeySet.settings:type_name -> kms.v1.KeySetSettings
-	26, // 13: kms.v1.KeySet.created_at:type_name -> google.protobuf.Timestamp
+	35, // 13: kms.v1.KeySet.created_at:type_name -> google.protobuf.Timestamp
 	14, // 14: kms.v1.ListKeySetsResponse.keysets:type_name -> kms.v1.KeySet
 	1,  // 15: kms.v1.KeyInfo.state:type_name -> kms.v1.KeyState
-	26, // 16: kms.v1.KeyInfo.created_at:type_name -> google.protobuf.Timestamp
-	26, // 17: kms.v1.KeyInfo.activates_at:type_name -> google.protobuf.Timestamp
-	26, // 18: kms.v1.KeyInfo.expires_at:type_name -> google.protobuf.Timestamp
-	26, // 19: kms.v1.KeyInfo.destroy_after:type_name -> google.protobuf.Timestamp
+	35, // 16: kms.v1.KeyInfo.created_at:type_name -> google.protobuf.Timestamp
+	35, // 17: kms.v1.KeyInfo.activates_at:type_name -> google.protobuf.Timestamp
+	35, // 18: kms.v1.KeyInfo.expires_at:type_name -> google.protobuf.Timestamp
+	35, // 19: kms.v1.KeyInfo.destroy_after:type_name -> google.protobuf.Timestamp
 	18, // 20: kms.v1.ListKeysResponse.keys:type_name -> kms.v1.KeyInfo
 	1,  // 21: kms.v1.SetKeyStateRequest.state:type_name -> kms.v1.KeyState
-	2,  // 22: kms.v1.KeyRelease.GetChallenge:input_type -> kms.v1.GetChallengeRequest
-	7,  // 23: kms.v1.KeyRelease.ReleaseKey:input_type -> kms.v1.ReleaseKeyRequest
-	9,  // 24: kms.v1.KeyRelease.ListPublicKeys:input_type -> kms.v1.ListPublicKeysRequest
-	13, // 25: kms.v1.Admin.CreateKeySet:input_type -> kms.v1.CreateKeySetRequest
-	15, // 26: kms.v1.Admin.ListKeySets:input_type -> kms.v1.ListKeySetsRequest
-	17, // 27: kms.v1.Admin.RotateKeys:input_type -> kms.v1.RotateKeysRequest
-	19, // 28: kms.v1.Admin.ListKeys:input_type -> kms.v1.ListKeysRequest
-	21, // 29: kms.v1.Admin.SetKeyState:input_type -> kms.v1.SetKeyStateRequest
-	22, // 30: kms.v1.Admin.SetPolicy:input_type -> kms.v1.SetPolicyRequest
-	24, // 31: kms.v1.Admin.GetPolicy:input_type -> kms.v1.GetPolicyRequest
-	3,  // 32: kms.v1.KeyRelease.GetChallenge:output_type -> kms.v1.GetChallengeResponse
-	8,  // 33: kms.v1.KeyRelease.ReleaseKey:output_type -> kms.v1.ReleaseKeyResponse
-	11, // 34: kms.v1.KeyRelease.ListPublicKeys:output_type -> kms.v1.ListPublicKeysResponse
-	14, // 35: kms.v1.Admin.CreateKeySet:output_type -> kms.v1.KeySet
-	16, // 36: kms.v1.Admin.ListKeySets:output_type -> kms.v1.ListKeySetsResponse
-	18, // 37: kms.v1.Admin.RotateKeys:output_type -> kms.v1.KeyInfo
-	20, // 38: kms.v1.Admin.ListKeys:output_type -> kms.v1.ListKeysResponse
-	18, // 39: kms.v1.Admin.SetKeyState:output_type -> kms.v1.KeyInfo
-	23, // 40: kms.v1.Admin.SetPolicy:output_type -> kms.v1.SetPolicyResponse
-	25, // 41: kms.v1.Admin.GetPolicy:output_type -> kms.v1.GetPolicyResponse
-	32, // [32:42] is the sub-list for method output_type
-	22, // [22:32] is the sub-list for method input_type
-	22, // [22:22] is the sub-list for extension type_name
-	22, // [22:22] is the sub-list for extension extendee
-	0,  // [0:22] is the sub-list for field type_name
+	35, // 22: kms.v1.KEKStatus.last_checked:type_name -> google.protobuf.Timestamp
+	35, // 23: kms.v1.KEKStatus.last_ok:type_name -> google.protobuf.Timestamp
+	27, // 24: kms.v1.GetKEKStatusResponse.keysets:type_name -> kms.v1.KEKStatus
+	27, // 25: kms.v1.RotateKEKResponse.keysets:type_name -> kms.v1.KEKStatus
+	2,  // 26: kms.v1.KeyRelease.GetChallenge:input_type -> kms.v1.GetChallengeRequest
+	7,  // 27: kms.v1.KeyRelease.ReleaseKey:input_type -> kms.v1.ReleaseKeyRequest
+	9,  // 28: kms.v1.KeyRelease.ListPublicKeys:input_type -> kms.v1.ListPublicKeysRequest
+	13, // 29: kms.v1.Admin.CreateKeySet:input_type -> kms.v1.CreateKeySetRequest
+	15, // 30: kms.v1.Admin.ListKeySets:input_type -> kms.v1.ListKeySetsRequest
+	17, // 31: kms.v1.Admin.RotateKeys:input_type -> kms.v1.RotateKeysRequest
+	19, // 32: kms.v1.Admin.ListKeys:input_type -> kms.v1.ListKeysRequest
+	21, // 33: kms.v1.Admin.SetKeyState:input_type -> kms.v1.SetKeyStateRequest
+	22, // 34: kms.v1.Admin.SetPolicy:input_type -> kms.v1.SetPolicyRequest
+	24, // 35: kms.v1.Admin.GetPolicy:input_type -> kms.v1.GetPolicyRequest
+	26, // 36: kms.v1.Admin.GetKEKStatus:input_type -> kms.v1.GetKEKStatusRequest
+	29, // 37: kms.v1.Admin.RotateKEK:input_type -> kms.v1.RotateKEKRequest
+	31, // 38: kms.v1.Admin.RotateIntermediateKey:input_type -> kms.v1.RotateIntermediateKeyRequest
+	32, // 39: kms.v1.Admin.GetImportKey:input_type -> kms.v1.GetImportKeyRequest
+	34, // 40: kms.v1.Admin.ImportKey:input_type -> kms.v1.ImportKeyRequest
+	3,  // 41: kms.v1.KeyRelease.GetChallenge:output_type -> kms.v1.GetChallengeResponse
+	8,  // 42: kms.v1.KeyRelease.ReleaseKey:output_type -> kms.v1.ReleaseKeyResponse
+	11, // 43: kms.v1.KeyRelease.ListPublicKeys:output_type -> kms.v1.ListPublicKeysResponse
+	14, // 44: kms.v1.Admin.CreateKeySet:output_type -> kms.v1.KeySet
+	16, // 45: kms.v1.Admin.ListKeySets:output_type -> kms.v1.ListKeySetsResponse
+	18, // 46: kms.v1.Admin.RotateKeys:output_type -> kms.v1.KeyInfo
+	20, // 47: kms.v1.Admin.ListKeys:output_type -> kms.v1.ListKeysResponse
+	18, // 48: kms.v1.Admin.SetKeyState:output_type -> kms.v1.KeyInfo
+	23, // 49: kms.v1.Admin.SetPolicy:output_type -> kms.v1.SetPolicyResponse
+	25, // 50: kms.v1.Admin.GetPolicy:output_type -> kms.v1.GetPolicyResponse
+	28, // 51: kms.v1.Admin.GetKEKStatus:output_type -> kms.v1.GetKEKStatusResponse
+	30, // 52: kms.v1.Admin.RotateKEK:output_type -> kms.v1.RotateKEKResponse
+	27, // 53: kms.v1.Admin.RotateIntermediateKey:output_type -> kms.v1.KEKStatus
+	33, // 54: kms.v1.Admin.GetImportKey:output_type -> kms.v1.GetImportKeyResponse
+	18, // 55: kms.v1.Admin.ImportKey:output_type -> kms.v1.KeyInfo
+	41, // [41:56] is the sub-list for method output_type
+	26, // [26:41] is the sub-list for method input_type
+	26, // [26:26] is the sub-list for extension type_name
+	26, // [26:26] is the sub-list for extension extendee
+	0,  // [0:26] is the sub-list for field type_name
 }
 
 func init() { file_kms_v1_kms_proto_init() }
@@ -1849,7 +2383,7 @@ func file_kms_v1_kms_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kms_v1_kms_proto_rawDesc), len(file_kms_v1_kms_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   24,
+			NumMessages:   33,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

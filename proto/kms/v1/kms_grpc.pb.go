@@ -220,13 +220,18 @@ var KeyRelease_ServiceDesc = grpc.ServiceDesc{
 }
 
 const (
-	Admin_CreateKeySet_FullMethodName = "/kms.v1.Admin/CreateKeySet"
-	Admin_ListKeySets_FullMethodName  = "/kms.v1.Admin/ListKeySets"
-	Admin_RotateKeys_FullMethodName   = "/kms.v1.Admin/RotateKeys"
-	Admin_ListKeys_FullMethodName     = "/kms.v1.Admin/ListKeys"
-	Admin_SetKeyState_FullMethodName  = "/kms.v1.Admin/SetKeyState"
-	Admin_SetPolicy_FullMethodName    = "/kms.v1.Admin/SetPolicy"
-	Admin_GetPolicy_FullMethodName    = "/kms.v1.Admin/GetPolicy"
+	Admin_CreateKeySet_FullMethodName          = "/kms.v1.Admin/CreateKeySet"
+	Admin_ListKeySets_FullMethodName           = "/kms.v1.Admin/ListKeySets"
+	Admin_RotateKeys_FullMethodName            = "/kms.v1.Admin/RotateKeys"
+	Admin_ListKeys_FullMethodName              = "/kms.v1.Admin/ListKeys"
+	Admin_SetKeyState_FullMethodName           = "/kms.v1.Admin/SetKeyState"
+	Admin_SetPolicy_FullMethodName             = "/kms.v1.Admin/SetPolicy"
+	Admin_GetPolicy_FullMethodName             = "/kms.v1.Admin/GetPolicy"
+	Admin_GetKEKStatus_FullMethodName          = "/kms.v1.Admin/GetKEKStatus"
+	Admin_RotateKEK_FullMethodName             = "/kms.v1.Admin/RotateKEK"
+	Admin_RotateIntermediateKey_FullMethodName = "/kms.v1.Admin/RotateIntermediateKey"
+	Admin_GetImportKey_FullMethodName          = "/kms.v1.Admin/GetImportKey"
+	Admin_ImportKey_FullMethodName             = "/kms.v1.Admin/ImportKey"
 )
 
 // AdminClient is the client API for Admin service.
@@ -242,6 +247,19 @@ type AdminClient interface {
 	SetKeyState(ctx context.Context, in *SetKeyStateRequest, opts ...grpc.CallOption) (*KeyInfo, error)
 	SetPolicy(ctx context.Context, in *SetPolicyRequest, opts ...grpc.CallOption) (*SetPolicyResponse, error)
 	GetPolicy(ctx context.Context, in *GetPolicyRequest, opts ...grpc.CallOption) (*GetPolicyResponse, error)
+	// KEK hierarchy: the state of each key set's root KEK as last checked.
+	GetKEKStatus(ctx context.Context, in *GetKEKStatusRequest, opts ...grpc.CallOption) (*GetKEKStatusResponse, error)
+	// Re-wraps every key set's intermediate key under to_uri. Resumable: a
+	// second call continues where an interrupted one stopped.
+	RotateKEK(ctx context.Context, in *RotateKEKRequest, opts ...grpc.CallOption) (*RotateKEKResponse, error)
+	// A new intermediate key for one key set; every key's data key is
+	// re-wrapped under it.
+	RotateIntermediateKey(ctx context.Context, in *RotateIntermediateKeyRequest, opts ...grpc.CallOption) (*KEKStatus, error)
+	// BYOK: the RSA public key import blobs are wrapped to.
+	GetImportKey(ctx context.Context, in *GetImportKeyRequest, opts ...grpc.CallOption) (*GetImportKeyResponse, error)
+	// BYOK: imports an X25519 private key wrapped with CKM_RSA_AES_KEY_WRAP
+	// to the import key as a new, active key version.
+	ImportKey(ctx context.Context, in *ImportKeyRequest, opts ...grpc.CallOption) (*KeyInfo, error)
 }
 
 type adminClient struct {
@@ -322,6 +340,56 @@ func (c *adminClient) GetPolicy(ctx context.Context, in *GetPolicyRequest, opts 
 	return out, nil
 }
 
+func (c *adminClient) GetKEKStatus(ctx context.Context, in *GetKEKStatusRequest, opts ...grpc.CallOption) (*GetKEKStatusResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetKEKStatusResponse)
+	err := c.cc.Invoke(ctx, Admin_GetKEKStatus_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) RotateKEK(ctx context.Context, in *RotateKEKRequest, opts ...grpc.CallOption) (*RotateKEKResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RotateKEKResponse)
+	err := c.cc.Invoke(ctx, Admin_RotateKEK_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) RotateIntermediateKey(ctx context.Context, in *RotateIntermediateKeyRequest, opts ...grpc.CallOption) (*KEKStatus, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(KEKStatus)
+	err := c.cc.Invoke(ctx, Admin_RotateIntermediateKey_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) GetImportKey(ctx context.Context, in *GetImportKeyRequest, opts ...grpc.CallOption) (*GetImportKeyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetImportKeyResponse)
+	err := c.cc.Invoke(ctx, Admin_GetImportKey_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) ImportKey(ctx context.Context, in *ImportKeyRequest, opts ...grpc.CallOption) (*KeyInfo, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(KeyInfo)
+	err := c.cc.Invoke(ctx, Admin_ImportKey_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServer is the server API for Admin service.
 // All implementations must embed UnimplementedAdminServer
 // for forward compatibility.
@@ -335,6 +403,19 @@ type AdminServer interface {
 	SetKeyState(context.Context, *SetKeyStateRequest) (*KeyInfo, error)
 	SetPolicy(context.Context, *SetPolicyRequest) (*SetPolicyResponse, error)
 	GetPolicy(context.Context, *GetPolicyRequest) (*GetPolicyResponse, error)
+	// KEK hierarchy: the state of each key set's root KEK as last checked.
+	GetKEKStatus(context.Context, *GetKEKStatusRequest) (*GetKEKStatusResponse, error)
+	// Re-wraps every key set's intermediate key under to_uri. Resumable: a
+	// second call continues where an interrupted one stopped.
+	RotateKEK(context.Context, *RotateKEKRequest) (*RotateKEKResponse, error)
+	// A new intermediate key for one key set; every key's data key is
+	// re-wrapped under it.
+	RotateIntermediateKey(context.Context, *RotateIntermediateKeyRequest) (*KEKStatus, error)
+	// BYOK: the RSA public key import blobs are wrapped to.
+	GetImportKey(context.Context, *GetImportKeyRequest) (*GetImportKeyResponse, error)
+	// BYOK: imports an X25519 private key wrapped with CKM_RSA_AES_KEY_WRAP
+	// to the import key as a new, active key version.
+	ImportKey(context.Context, *ImportKeyRequest) (*KeyInfo, error)
 	mustEmbedUnimplementedAdminServer()
 }
 
@@ -365,6 +446,21 @@ func (UnimplementedAdminServer) SetPolicy(context.Context, *SetPolicyRequest) (*
 }
 func (UnimplementedAdminServer) GetPolicy(context.Context, *GetPolicyRequest) (*GetPolicyResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetPolicy not implemented")
+}
+func (UnimplementedAdminServer) GetKEKStatus(context.Context, *GetKEKStatusRequest) (*GetKEKStatusResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetKEKStatus not implemented")
+}
+func (UnimplementedAdminServer) RotateKEK(context.Context, *RotateKEKRequest) (*RotateKEKResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RotateKEK not implemented")
+}
+func (UnimplementedAdminServer) RotateIntermediateKey(context.Context, *RotateIntermediateKeyRequest) (*KEKStatus, error) {
+	return nil, status.Error(codes.Unimplemented, "method RotateIntermediateKey not implemented")
+}
+func (UnimplementedAdminServer) GetImportKey(context.Context, *GetImportKeyRequest) (*GetImportKeyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetImportKey not implemented")
+}
+func (UnimplementedAdminServer) ImportKey(context.Context, *ImportKeyRequest) (*KeyInfo, error) {
+	return nil, status.Error(codes.Unimplemented, "method ImportKey not implemented")
 }
 func (UnimplementedAdminServer) mustEmbedUnimplementedAdminServer() {}
 func (UnimplementedAdminServer) testEmbeddedByValue()               {}
@@ -513,6 +609,96 @@ func _Admin_GetPolicy_Handler(srv interface{}, ctx context.Context, dec func(int
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Admin_GetKEKStatus_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetKEKStatusRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).GetKEKStatus(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_GetKEKStatus_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).GetKEKStatus(ctx, req.(*GetKEKStatusRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_RotateKEK_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RotateKEKRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).RotateKEK(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_RotateKEK_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).RotateKEK(ctx, req.(*RotateKEKRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_RotateIntermediateKey_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RotateIntermediateKeyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).RotateIntermediateKey(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_RotateIntermediateKey_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).RotateIntermediateKey(ctx, req.(*RotateIntermediateKeyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_GetImportKey_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetImportKeyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).GetImportKey(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_GetImportKey_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).GetImportKey(ctx, req.(*GetImportKeyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_ImportKey_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ImportKeyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).ImportKey(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_ImportKey_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).ImportKey(ctx, req.(*ImportKeyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Admin_ServiceDesc is the grpc.ServiceDesc for Admin service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -547,6 +733,26 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetPolicy",
 			Handler:    _Admin_GetPolicy_Handler,
+		},
+		{
+			MethodName: "GetKEKStatus",
+			Handler:    _Admin_GetKEKStatus_Handler,
+		},
+		{
+			MethodName: "RotateKEK",
+			Handler:    _Admin_RotateKEK_Handler,
+		},
+		{
+			MethodName: "RotateIntermediateKey",
+			Handler:    _Admin_RotateIntermediateKey_Handler,
+		},
+		{
+			MethodName: "GetImportKey",
+			Handler:    _Admin_GetImportKey_Handler,
+		},
+		{
+			MethodName: "ImportKey",
+			Handler:    _Admin_ImportKey_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
