@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 
 	"github.com/attested-kms/attested-kms/keystore/kek"
@@ -36,6 +37,13 @@ func (m *Manager) rootProvider() kek.Provider {
 // RootKEKURI returns the URI of the root KEK new key sets are created under.
 func (m *Manager) RootKEKURI() string { return m.rootProvider().URI() }
 
+// KEK returns the provider for uri as the Manager resolves it (the root,
+// one opened before, or one from Options.OpenKEK), for callers that seal
+// their own secrets beside the key store's.
+func (m *Manager) KEK(ctx context.Context, uri string) (kek.Provider, error) {
+	return m.provider(ctx, uri)
+}
+
 // provider returns the provider for uri: the root, one opened before, or
 // one from Options.OpenKEK.
 func (m *Manager) provider(ctx context.Context, uri string) (kek.Provider, error) {
@@ -57,10 +65,41 @@ func (m *Manager) provider(ctx context.Context, uri string) (kek.Provider, error
 	m.kekMu.Lock()
 	defer m.kekMu.Unlock()
 	if cur := m.providers[uri]; cur != nil {
+		closeProvider(p) // lost a race to open the same KEK
 		return cur, nil
 	}
 	m.providers[uri] = p
 	return p, nil
+}
+
+// Close releases every KEK provider the Manager holds, including the root
+// passed to NewManager: HSM sessions, gRPC connections. Use the Manager no
+// more afterwards.
+func (m *Manager) Close() error {
+	m.kekMu.Lock()
+	defer m.kekMu.Unlock()
+	seen := map[kek.Provider]bool{}
+	var errs []error
+	for _, p := range append([]kek.Provider{m.root}, slices.Collect(maps.Values(m.providers))...) {
+		if p == nil || seen[p] {
+			continue
+		}
+		seen[p] = true
+		if err := closeProvider(p); err != nil {
+			errs = append(errs, fmt.Errorf("close KEK %s: %w", p.URI(), err))
+		}
+	}
+	clear(m.providers)
+	return errors.Join(errs...)
+}
+
+// closeProvider closes p if it holds resources (not every provider does,
+// so Close is not part of kek.Provider).
+func closeProvider(p kek.Provider) error {
+	if c, ok := p.(interface{ Close() error }); ok {
+		return c.Close()
+	}
+	return nil
 }
 
 type newIntermediateResult struct {

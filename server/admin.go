@@ -10,6 +10,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/attested-kms/attested-kms/keystore"
+	"github.com/attested-kms/attested-kms/keystore/kek"
 	"github.com/attested-kms/attested-kms/policy"
 	kmsv1 "github.com/attested-kms/attested-kms/proto/kms/v1"
 )
@@ -22,6 +23,9 @@ type AdminService struct {
 	keys     *keystore.Manager
 	defaults keystore.KeySetSettings
 	log      *slog.Logger
+	// kekRotated, if set, runs after RotateKEK moved every key set, for
+	// what the server seals outside the key store (the nonce secret).
+	kekRotated func(ctx context.Context, to kek.Provider) error
 }
 
 // NewAdminService wraps the key manager. defaults fill the zero fields of

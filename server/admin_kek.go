@@ -8,6 +8,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/attested-kms/attested-kms/keystore"
+	"github.com/attested-kms/attested-kms/keystore/kek"
 	kmsv1 "github.com/attested-kms/attested-kms/proto/kms/v1"
 )
 
@@ -38,6 +39,12 @@ func (a *AdminService) RotateKEK(ctx context.Context, req *kmsv1.RotateKEKReques
 			done = append(done, keyset)
 			a.log.InfoContext(ctx, "kek rotation: key set re-wrapped", "keyset", keyset, "to", req.GetToUri())
 		})
+		if err == nil && a.kekRotated != nil {
+			var to kek.Provider
+			if to, err = a.keys.KEK(ctx, req.GetToUri()); err == nil {
+				err = a.kekRotated(ctx, to)
+			}
+		}
 	}
 	a.audit(ctx, "RotateKEK", err, slog.String("to", req.GetToUri()), slog.Int("rewrapped", len(done)))
 	if err != nil {

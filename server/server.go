@@ -75,6 +75,61 @@ func openNonceSecret(ctx context.Context, p kek.Provider, path string) ([]byte, 
 	return secret, nil
 }
 
+// resealNonceSecret moves the sealed nonce secret under the KEK a rotation
+// moved the key store to, so the old KEK can be retired: nothing the
+// server starts with stays sealed under it.
+func (s *Server) resealNonceSecret(ctx context.Context, to kek.Provider) error {
+	path := s.cfg.Nonce.SealedSecretFile
+	sealed, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("reseal nonce secret: %w", err)
+	}
+	var w kek.Wrapped
+	if err := json.Unmarshal(sealed, &w); err != nil {
+		return fmt.Errorf("reseal nonce secret %s: %w", path, err)
+	}
+	if w.KEKURI == to.URI() {
+		return nil
+	}
+	from, err := s.keys.KEK(ctx, w.KEKURI)
+	if err != nil {
+		return fmt.Errorf("reseal nonce secret: %w", err)
+	}
+	secret, err := from.Unwrap(ctx, w, nonceSecretAAD)
+	if err != nil {
+		return fmt.Errorf("reseal nonce secret: unseal under %s: %w", w.KEKURI, err)
+	}
+	defer clear(secret)
+	nw, err := to.Wrap(ctx, secret, nonceSecretAAD)
+	if err != nil {
+		return fmt.Errorf("reseal nonce secret: seal under %s: %w", to.URI(), err)
+	}
+	out, err := json.Marshal(nw)
+	if err != nil {
+		return fmt.Errorf("reseal nonce secret: %w", err)
+	}
+	// Write beside the file and rename, so a crash leaves the old or the
+	// new sealed secret, never half of one.
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, out, 0o600); err != nil {
+		return fmt.Errorf("reseal nonce secret: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		_ = os.Remove(tmp)
+		return fmt.Errorf("reseal nonce secret: %w", err)
+	}
+	s.log.InfoContext(ctx, "nonce secret resealed under the new KEK", "kek", to.URI())
+	return nil
+}
+
+// closeKEK releases a provider that holds resources (HSM sessions, gRPC
+// connections) when start-up fails before a Manager owns it.
+func closeKEK(p kek.Provider) {
+	if c, ok := p.(interface{ Close() error }); ok {
+		_ = c.Close()
+	}
+}
+
 // Server is a running KMS.
 type Server struct {
 	cfg     *config.Config
@@ -103,11 +158,13 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, er
 	}
 	store, err := boltstore.Open(cfg.Store.Bolt)
 	if err != nil {
+		closeKEK(provider)
 		return nil, fmt.Errorf("opening store: %w", err)
 	}
 	s, err := newWithStore(ctx, cfg, log, store, provider)
 	if err != nil {
 		_ = store.Close()
+		closeKEK(provider)
 		return nil, err
 	}
 	return s, nil
@@ -155,6 +212,7 @@ func newWithStore(ctx context.Context, cfg *config.Config, log *slog.Logger, sto
 	}
 	s := &Server{cfg: cfg, log: log, store: store, keys: keys, release: rel,
 		admin: NewAdminService(keys, keystore.DefaultKeySetSettings(), log)}
+	s.admin.kekRotated = s.resealNonceSecret
 	s.public = NewPublicHandler(keys, s.ready, log, time.Now)
 	return s, nil
 }
@@ -366,6 +424,8 @@ func (s *Server) Stop() {
 		cancel()
 	}
 	wg.Wait()
+	// HSM sessions and cloud connections of every KEK the keys used.
+	_ = s.keys.Close()
 	_ = s.store.Close()
 	if s.AdminSocket != "" {
 		_ = os.Remove(s.AdminSocket)

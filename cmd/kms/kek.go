@@ -57,7 +57,7 @@ docs/kek-providers.md. It refuses to replace an existing key.`,
 			default:
 				return fmt.Errorf("kek create: %s keys are created by their owner, not by the KMS (docs/kek-providers.md)", scheme(uri))
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "kek: created %s\n", uri)
+			fmt.Fprintf(cmd.OutOrStdout(), "kek: created %s\n", displayURI(uri))
 			return nil
 		},
 	}
@@ -74,9 +74,9 @@ reason and exits 2. The data key is random and thrown away.`,
 			defer cancel()
 			w, err := testKEK(ctx, uri)
 			if err != nil {
-				return &exitError{code: 2, err: fmt.Errorf("kek: %s: %w", uri, err)}
+				return &exitError{code: 2, err: oneLine(fmt.Errorf("kek: %s: %w", displayURI(uri), err))}
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "kek: ok %s (version %q, algorithm %s)\n", uri, w.KEKVersion, w.Algorithm)
+			fmt.Fprintf(cmd.OutOrStdout(), "kek: ok %s (version %q, algorithm %s)\n", w.KEKURI, w.KEKVersion, w.Algorithm)
 			return nil
 		},
 	}
@@ -201,6 +201,19 @@ func printKEKStatus(cmd *cobra.Command, a *adminFlags, msg proto.Message, st []*
 			orDash(s.GetKekVersion()), s.GetAlgorithm(), s.GetGeneration(), lastOK, orDash(s.GetError()))
 	}
 	return tw.Flush()
+}
+
+// displayURI is uri without secrets: a PKCS#11 URI may carry its PIN in
+// pin-value, which must not reach a terminal or a log.
+func displayURI(uri string) string {
+	if !strings.HasPrefix(uri, "pkcs11:") {
+		return uri
+	}
+	u, err := pkcs11.ParseURI(uri)
+	if err != nil {
+		return "pkcs11:<unparsable URI>"
+	}
+	return u.String()
 }
 
 func orDash(s string) string {

@@ -25,7 +25,8 @@ func main() {
 	err := newRootCmd().ExecuteContext(ctx)
 	stop()
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "kms:", err)
+		// One line per error, even when providers join several.
+		fmt.Fprintln(os.Stderr, "kms:", oneLine(err))
 		var ee *exitError
 		if errors.As(err, &ee) {
 			os.Exit(ee.code)

@@ -178,13 +178,13 @@ func TestClassTable(t *testing.T) {
 		}
 	}
 	for err, want := range map[error]error{
-		errKeyNotFound:        kek.ErrKeyDisabled,
-		hsm.ErrModuleLoad:     kek.ErrUnavailable,
-		hsm.ErrTokenNotFound:  kek.ErrUnavailable,
-		hsm.ErrClosed:         kek.ErrUnavailable,
-		hsm.ErrTokenAmbiguous: kek.ErrUnsupported,
-		errors.New("context deadline exceeded"):                  kek.ErrUnavailable,
-		fmt.Errorf("already: %w", kek.ErrAuthentication):         kek.ErrAuthentication,
+		errKeyNotFound:                                   kek.ErrKeyDisabled,
+		hsm.ErrModuleLoad:                                kek.ErrUnavailable,
+		hsm.ErrTokenNotFound:                             kek.ErrUnavailable,
+		hsm.ErrClosed:                                    kek.ErrUnavailable,
+		hsm.ErrTokenAmbiguous:                            kek.ErrUnsupported,
+		errors.New("context deadline exceeded"):          kek.ErrUnavailable,
+		fmt.Errorf("already: %w", kek.ErrAuthentication): kek.ErrAuthentication,
 		errors.Join(kek.ErrUnavailable, errors.New("read file")): kek.ErrUnavailable,
 	} {
 		if got := classify("op", err); !errors.Is(got, want) {
