@@ -111,7 +111,11 @@ func Open(ctx context.Context, uri string) (Provider, error) {
 			// RFC 7512 PKCS#11 URIs have no "//".
 			return nil, fmt.Errorf("kek: open %q KEKs through keystore/kek/providers: %w", "pkcs11", ErrUnsupported)
 		}
-		return OpenLocal(uri)
+		l, err := OpenLocal(uri)
+		if err != nil {
+			return nil, err
+		}
+		return l, nil
 	}
 	switch scheme {
 	case SchemeLocal:
@@ -125,7 +129,11 @@ func Open(ctx context.Context, uri string) (Provider, error) {
 		if u.Path == "" {
 			return nil, fmt.Errorf("kek: local URI has no path")
 		}
-		return OpenLocal(u.Path)
+		l, err := OpenLocal(u.Path)
+		if err != nil {
+			return nil, err
+		}
+		return l, nil
 	default:
 		for _, s := range providerSchemes {
 			if s == scheme {

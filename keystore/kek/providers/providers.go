@@ -43,20 +43,51 @@ func Schemes() []string {
 func Open(ctx context.Context, uri string, o Options) (kek.Provider, error) {
 	switch s := scheme(uri); s {
 	case "", kek.SchemeLocal:
+		if typo := missingSlashes(uri); typo != "" {
+			return nil, fmt.Errorf("kek: %q is not a KEK URI: did you mean %s://...? %w", truncate(uri, 40), typo, kek.ErrUnsupported)
+		}
 		return kek.Open(ctx, uri)
 	case "pkcs11":
-		return pkcs11.Open(ctx, uri)
+		return provider(pkcs11.Open(ctx, uri))
 	case "aws-kms":
-		return awskms.Open(ctx, uri, o.AWS)
+		return provider(awskms.Open(ctx, uri, o.AWS))
 	case "gcp-kms":
-		return gcpkms.New(ctx, uri, o.GCP)
+		return provider(gcpkms.New(ctx, uri, o.GCP))
 	case "azure-kv", "azure-mhsm":
-		return azurekv.Open(ctx, uri, o.Azure)
+		return provider(azurekv.Open(ctx, uri, o.Azure))
 	case "hcvault":
-		return hcvault.Open(ctx, uri, o.Vault)
+		return provider(hcvault.Open(ctx, uri, o.Vault))
 	default:
 		return nil, fmt.Errorf("kek: unknown provider scheme %q (supported: %s): %w", s, strings.Join(Schemes(), ", "), kek.ErrUnsupported)
 	}
+}
+
+// provider returns a nil interface with an error: a typed nil pointer
+// would pass a caller's "p != nil" check.
+func provider[P kek.Provider](p P, err error) (kek.Provider, error) {
+	if err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// missingSlashes returns the scheme of a known provider that uri begins
+// with but without "//" ("aws-kms:arn:..."), which would otherwise be
+// read as a local file name and fail as a retryable "file not found".
+func missingSlashes(uri string) string {
+	for _, s := range Schemes() {
+		if s != "pkcs11" && strings.HasPrefix(uri, s+":") && !strings.HasPrefix(uri, s+"://") {
+			return s
+		}
+	}
+	return ""
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "..."
+	}
+	return s
 }
 
 // scheme returns the URI scheme, "pkcs11" for RFC 7512 URIs (which have no
