@@ -5,6 +5,8 @@
 #   3. an end user encrypting a request to the published key (RFC 9458)
 #   4. an enclave (simulated SEV-SNP) releasing the key and decrypting it
 #   5. a release refused because the measurement is not in the policy
+#   6. recorded Azure vTPM evidence verified offline, an altered copy refused
+#   7. a KEK created and tested in a SoftHSM2 token
 # Prints "demo: ok" last when every step behaved as expected.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -96,6 +98,21 @@ if "$BIN/kms" evidence verify --type azure-tdx-vtpm --evidence "$WORK/altered.js
 fi
 sed 's/^/  /' "$WORK/altered.txt"
 grep -q EVIDENCE_INCONSISTENT "$WORK/altered.txt" || fail "altered evidence not rejected as EVIDENCE_INCONSISTENT"
+
+step "customer's HSM: create a KEK in a SoftHSM2 token and test it (the root of the key hierarchy)"
+if command -v softhsm2-util >/dev/null && [ -e /usr/lib/softhsm/libsofthsm2.so ]; then
+	mkdir -p "$WORK/hsm/tokens"
+	printf 'directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\n' "$WORK/hsm/tokens" >"$WORK/hsm/softhsm2.conf"
+	export SOFTHSM2_CONF="$WORK/hsm/softhsm2.conf"
+	printf '%s' "demo-pin-$$" >"$WORK/hsm/pin" && chmod 600 "$WORK/hsm/pin"
+	softhsm2-util --init-token --free --label kms-demo --pin "demo-pin-$$" --so-pin "demo-so-$$" >/dev/null
+	HSM_KEK="pkcs11:token=kms-demo;object=kek;type=secret-key?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=file:$WORK/hsm/pin"
+	"$BIN/kms" kek create --kek "$HSM_KEK"
+	"$BIN/kms" kek test --kek "$HSM_KEK" | tee "$WORK/kek-test.txt"
+	grep -q '^kek: ok ' "$WORK/kek-test.txt" || fail "kms kek test did not print kek: ok"
+else
+	echo "(SoftHSM2 not installed: skipped; apt-get install softhsm2)"
+fi
 
 step "the KMS's decision log (one line per release, no secrets)"
 grep 'msg=release' "$WORK/kms.log" | sed 's/^/  /'
