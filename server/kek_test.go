@@ -6,31 +6,22 @@ import (
 	"crypto/ecdh"
 	"crypto/rand"
 	"crypto/rsa"
-	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
-	"fmt"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
-	"github.com/attested-kms/attested-kms/config"
 	"github.com/attested-kms/attested-kms/hpke"
-	"github.com/attested-kms/attested-kms/internal/oidcissuer"
 	"github.com/attested-kms/attested-kms/keystore"
 	"github.com/attested-kms/attested-kms/keystore/kek"
 	"github.com/attested-kms/attested-kms/keystore/kek/pkcs11"
 	"github.com/attested-kms/attested-kms/keystore/kek/pkcs11/pkcs11test"
-	"github.com/attested-kms/attested-kms/keystore/kek/providers"
 	kmsv1 "github.com/attested-kms/attested-kms/proto/kms/v1"
 	"github.com/attested-kms/attested-kms/server"
 )
@@ -40,92 +31,7 @@ import (
 // provider whose owner can disable the key.
 func newKEKEnv(t testing.TB, kekURI string, checkInterval time.Duration) *env {
 	t.Helper()
-	trusted, _ := testSigners(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	dir := t.TempDir()
-	iss, err := oidcissuer.Start(ctx, oidcissuer.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { iss.Close() })
-	certPath, keyPath := writeTestTLS(t, dir)
-
-	p, err := providers.Open(ctx, kekURI, providers.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sealed, err := server.SealNonceSecret(ctx, p)
-	if c, ok := p.(interface{ Close() error }); ok {
-		c.Close()
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	write := func(name string, b []byte) string {
-		path := filepath.Join(dir, name)
-		if err := os.WriteFile(path, b, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return path
-	}
-	cdir := simulatorCollateral(t, dir, trusted)
-	cfgYAML := fmt.Sprintf(`listen: {grpc: "127.0.0.1:0", http: "127.0.0.1:0", admin_socket: %q}
-tls: {cert: %q, key: %q}
-store: {bbolt: %q}
-kek: %q
-kek_check_interval: %s
-nonce: {sealed_secret_file: %q}
-tokens:
-  issuers:
-    - issuer: %q
-      discovery: %q
-      audiences: [%q]
-attestation:
-  collateral: {dir: %q, offline: true}
-  sev_snp: {test_roots_file: %q}
-limits: {max_request_bytes: 16384}
-keysets:
-  - name: default
-    policy_file: %q
-`, filepath.Join(dir, "admin.sock"), certPath, keyPath, filepath.Join(dir, "kms.db"), kekURI, checkInterval,
-		write("nonce.sealed", sealed), iss.IssuerURL(), iss.URL(), audience,
-		cdir, write("roots.pem", trusted.RootsPEM()), write("policy.yaml", []byte(policyYAML(iss.IssuerURL()))))
-	cfg, err := config.Parse([]byte(cfgYAML))
-	if err != nil {
-		t.Fatal(err)
-	}
-	logs := &bytes.Buffer{}
-	srv, err := server.New(ctx, cfg, slog.New(slog.NewJSONHandler(&lockedWriter{w: logs}, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Stop)
-
-	pool := x509.NewCertPool()
-	pemBytes, _ := os.ReadFile(certPath)
-	pool.AppendCertsFromPEM(pemBytes)
-	conn, err := grpc.NewClient(srv.GRPCAddr, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: pool})))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	aconn, err := grpc.NewClient("unix://"+srv.AdminSocket, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { aconn.Close() })
-	e := &env{t: t, dir: dir, iss: iss, signer: trusted, srv: srv, rel: kmsv1.NewKeyReleaseClient(conn),
-		admin: kmsv1.NewAdminClient(aconn), logs: logs, cfg: cfg}
-	keys, err := e.admin.ListKeys(ctx, &kmsv1.ListKeysRequest{Keyset: "default"})
-	if err != nil || len(keys.GetKeys()) != 1 {
-		t.Fatalf("initial keys: %v %v", keys, err)
-	}
-	e.kid = keys.GetKeys()[0].GetKid()
-	return e
+	return newEnvWith(t, envOptions{kekURI: kekURI, kekCheckInterval: checkInterval})
 }
 
 // releasedKey runs a good release of kid and returns the unwrapped private

@@ -44,6 +44,7 @@ import (
 	"github.com/attested-kms/attested-kms/hpke"
 	"github.com/attested-kms/attested-kms/internal/oidcissuer"
 	"github.com/attested-kms/attested-kms/keystore/kek"
+	"github.com/attested-kms/attested-kms/keystore/kek/providers"
 	kmsv1 "github.com/attested-kms/attested-kms/proto/kms/v1"
 	"github.com/attested-kms/attested-kms/server"
 )
@@ -155,6 +156,10 @@ type envOptions struct {
 	tdxRootsPEM []byte
 	// collateral writes more documents into the offline collateral directory.
 	collateral func(t testing.TB, dir string)
+	// kekURI replaces the local KEK file as the root KEK (any provider
+	// URI), and kekCheckInterval sets kek_check_interval.
+	kekURI           string
+	kekCheckInterval time.Duration
 }
 
 func newEnvWith(t testing.TB, o envOptions) *env {
@@ -170,15 +175,21 @@ func newEnvWith(t testing.TB, o envOptions) *env {
 	t.Cleanup(func() { iss.Close() })
 
 	certPath, keyPath := writeTestTLS(t, dir)
-	kekPath := filepath.Join(dir, "kek.key")
-	if err := kek.CreateLocal(kekPath); err != nil {
-		t.Fatal(err)
+	if o.kekURI == "" {
+		kekPath := filepath.Join(dir, "kek.key")
+		if err := kek.CreateLocal(kekPath); err != nil {
+			t.Fatal(err)
+		}
+		o.kekURI = "local://" + kekPath
 	}
-	provider, err := kek.OpenLocal(kekPath)
+	provider, err := providers.Open(ctx, o.kekURI, providers.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	sealed, err := server.SealNonceSecret(ctx, provider)
+	if c, ok := provider.(interface{ Close() error }); ok {
+		c.Close() // HSM sessions: the server opens its own
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -196,7 +207,10 @@ func newEnvWith(t testing.TB, o envOptions) *env {
 	if o.collateral != nil {
 		o.collateral(t, cdir)
 	}
-	var tdxRoots, extraSets string
+	var tdxRoots, extraSets, kekCheck string
+	if o.kekCheckInterval > 0 {
+		kekCheck = fmt.Sprintf("kek_check_interval: %s\n", o.kekCheckInterval)
+	}
 	if o.tdxRootsPEM != nil {
 		tdxRoots = fmt.Sprintf("  tdx: {test_roots_file: %q}\n", write("tdx-roots.pem", o.tdxRootsPEM))
 	}
@@ -207,7 +221,7 @@ func newEnvWith(t testing.TB, o envOptions) *env {
 tls: {cert: %q, key: %q}
 store: {bbolt: %q}
 kek: %q
-nonce: {sealed_secret_file: %q}
+%snonce: {sealed_secret_file: %q}
 tokens:
   issuers:
     - issuer: %q
@@ -220,7 +234,7 @@ attestation:
 keysets:
   - name: default
     policy_file: %q
-%s`, filepath.Join(dir, "admin.sock"), certPath, keyPath, filepath.Join(dir, "kms.db"), "local://"+kekPath,
+%s`, filepath.Join(dir, "admin.sock"), certPath, keyPath, filepath.Join(dir, "kms.db"), o.kekURI, kekCheck,
 		write("nonce.sealed", sealed), iss.IssuerURL(), iss.URL(), audience,
 		cdir, write("roots.pem", trusted.RootsPEM()), tdxRoots, write("policy.yaml", []byte(o.policy(iss.IssuerURL()))), extraSets)
 	cfg, err := config.Parse([]byte(cfgYAML))
