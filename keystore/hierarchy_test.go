@@ -31,6 +31,7 @@ type memKEK struct {
 	aead      cipher.AEAD
 	disabled  atomic.Bool
 	down      atomic.Bool
+	hang      atomic.Bool // Unwrap blocks until its context ends
 	wrapsLeft atomic.Int64 // < 0: unlimited
 	wraps     atomic.Int64
 	unwraps   atomic.Int64
@@ -83,7 +84,11 @@ func (m *memKEK) Wrap(_ context.Context, dek, aad []byte) (kek.Wrapped, error) {
 	return kek.Wrapped{KEKURI: m.uri, KEKVersion: "1", Algorithm: "MEM-AES-256-GCM", Ciphertext: m.aead.Seal(nonce, nonce, dek, aad)}, nil
 }
 
-func (m *memKEK) Unwrap(_ context.Context, w kek.Wrapped, aad []byte) ([]byte, error) {
+func (m *memKEK) Unwrap(ctx context.Context, w kek.Wrapped, aad []byte) ([]byte, error) {
+	if m.hang.Load() {
+		<-ctx.Done()
+		return nil, fmt.Errorf("mem %s: %w", m.uri, errors.Join(kek.ErrUnavailable, ctx.Err()))
+	}
 	if err := m.gate(); err != nil {
 		return nil, err
 	}
@@ -905,4 +910,26 @@ func BenchmarkStartup(b *testing.B) {
 		_ = st.Close()
 	}
 	b.ReportMetric(float64(calls), "kek-calls/op")
+}
+
+// A provider that stops answering fails the check within a bound instead
+// of freezing it with the set still "ok".
+func TestHungKEKFailsTheCheck(t *testing.T) {
+	ctx := context.Background()
+	h, root, _, _ := offSwitchEnv(t)
+	m := keystore.NewManager(h.store, root, keystore.Options{
+		Now: h.clock.Now, Sleep: h.sleep, KEKCheckInterval: 200 * time.Millisecond, KEKCheckAttempts: 2,
+	})
+	root.hang.Store(true)
+	start := time.Now()
+	err := m.CheckKEKs(ctx)
+	if !errors.Is(err, kek.ErrUnavailable) {
+		t.Fatalf("check against a hung KEK: %v", err)
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Fatalf("check took %v against a hung KEK", took)
+	}
+	if s := statusOf(t, m, "default"); s.State != keystore.KEKStateUnavailable {
+		t.Fatalf("status %+v, want unavailable", s)
+	}
 }

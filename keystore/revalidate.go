@@ -191,8 +191,13 @@ func (m *Manager) checkSet(ctx context.Context, ks *KeySet) error {
 		return err
 	}
 	backoff := time.Second
+	// A hung provider call (an HSM that stopped answering) must fail the
+	// check, not freeze it with the set still marked ok.
+	limit := min(m.interval/4, 30*time.Second)
 	for attempt := 1; ; attempt++ {
-		in, err := m.unwrapIntermediate(ctx, ks.Name, cur)
+		actx, cancel := context.WithTimeout(ctx, limit)
+		in, err := m.unwrapIntermediate(actx, ks.Name, cur)
+		cancel()
 		if err == nil {
 			m.cacheIntermediate(ks.Name, in) // a restored set needs it back
 			return nil

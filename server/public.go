@@ -109,10 +109,12 @@ func (h *PublicHandler) activeKeys(w http.ResponseWriter, r *http.Request) ([]*k
 		// Publish only keys whose sealed private key opens and matches the
 		// stored public key (the unseal checks both), so a public key
 		// substituted in the store is never handed to end users.
-		if _, err := h.keys.PrivateKey(r.Context(), name, k.KID); err != nil {
+		priv, err := h.keys.PrivateKey(r.Context(), name, k.KID)
+		if err != nil {
 			h.log.Error("public keys: not publishing a key that does not unseal", "keyset", name, "kid", k.KID, "error", err)
 			continue
 		}
+		clear(priv) // only the check was wanted; do not leave a copy behind
 		active = append(active, k)
 		if left := k.Expires.Sub(now); left < maxAge {
 			maxAge = max(left, 0)

@@ -20,6 +20,7 @@ import (
 	"github.com/attested-kms/attested-kms/challenge"
 	"github.com/attested-kms/attested-kms/hpke"
 	"github.com/attested-kms/attested-kms/keystore"
+	"github.com/attested-kms/attested-kms/keystore/kek"
 	"github.com/attested-kms/attested-kms/policy"
 	kmsv1 "github.com/attested-kms/attested-kms/proto/kms/v1"
 	"github.com/attested-kms/attested-kms/token"
@@ -316,11 +317,13 @@ func storeError(err error) *decisionError {
 		return refuseErr(codes.FailedPrecondition, ReasonKeyNotReleasable, err)
 	case errors.Is(err, keystore.ErrInvalidArgument):
 		return refuseErr(codes.InvalidArgument, ReasonBadRequest, err)
-	case errors.Is(err, keystore.ErrKEKDisabled):
+	// The KEK's URI, role or module path stay in the server log: callers
+	// learn only what happened.
+	case errors.Is(err, keystore.ErrKEKDisabled), errors.Is(err, kek.ErrKeyDisabled):
 		// The customer's off switch: not retryable until they act.
-		return refuseErr(codes.FailedPrecondition, ReasonKEKDisabled, err)
+		return refuse(codes.FailedPrecondition, ReasonKEKDisabled, "the key set's key-encryption key was disabled or access to it revoked by its owner")
 	case errors.Is(err, keystore.ErrKEKUnavailable):
-		return refuseErr(codes.Unavailable, ReasonKEKUnavailable, err)
+		return refuse(codes.Unavailable, ReasonKEKUnavailable, "the key set's key-encryption key has not been reachable for longer than the check interval; retry later")
 	case keystore.IsUnavailable(err):
 		return refuse(codes.Unavailable, ReasonUnavailable, "key store or KEK provider unavailable; retry later")
 	default:

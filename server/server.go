@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -42,37 +43,83 @@ var nonceSecretAAD = []byte("attested-kms/v1 nonce-secret")
 
 // SealNonceSecret makes a fresh nonce secret sealed under the KEK.
 func SealNonceSecret(ctx context.Context, p kek.Provider) ([]byte, error) {
-	secret := make([]byte, challenge.SecretSize)
-	if _, err := rand.Read(secret); err != nil {
-		return nil, fmt.Errorf("nonce secret: %w", err)
-	}
-	defer clear(secret)
-	w, err := p.Wrap(ctx, secret, nonceSecretAAD)
-	if err != nil {
-		return nil, fmt.Errorf("sealing nonce secret: %w", err)
-	}
-	// JSON keeps the KEK URI, version and algorithm beside the ciphertext.
-	sealed, err := json.Marshal(w)
-	if err != nil {
-		return nil, fmt.Errorf("sealing nonce secret: %w", err)
-	}
-	return sealed, nil
+	secret, sealed, err := newSealedNonceSecret(ctx, p)
+	clear(secret)
+	return sealed, err
 }
 
-func openNonceSecret(ctx context.Context, p kek.Provider, path string) ([]byte, error) {
+// newSealedNonceSecret returns a fresh secret and its sealed form: JSON of
+// kek.Wrapped, which keeps the KEK URI, version and algorithm beside the
+// ciphertext.
+func newSealedNonceSecret(ctx context.Context, p kek.Provider) (secret, sealed []byte, err error) {
+	secret = make([]byte, challenge.SecretSize)
+	if _, err := rand.Read(secret); err != nil {
+		return nil, nil, fmt.Errorf("nonce secret: %w", err)
+	}
+	w, err := p.Wrap(ctx, secret, nonceSecretAAD)
+	if err == nil {
+		sealed, err = json.Marshal(w)
+	}
+	if err != nil {
+		clear(secret)
+		return nil, nil, fmt.Errorf("sealing nonce secret: %w", err)
+	}
+	return secret, sealed, nil
+}
+
+// openNonceSecret unseals the challenge secret with the KEK named in its
+// file (resolved like the key sets' KEKs, so a file sealed under an earlier
+// KEK still opens). A missing file is created, sealed under the root KEK,
+// so a KMS can start directly on a cloud or HSM KEK; replicas must then
+// share the file.
+func openNonceSecret(ctx context.Context, keys *keystore.Manager, path string, log *slog.Logger) ([]byte, error) {
 	sealed, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		root, err := keys.KEK(ctx, keys.RootKEKURI())
+		if err != nil {
+			return nil, fmt.Errorf("nonce secret: %w", err)
+		}
+		secret, sealed, err := newSealedNonceSecret(ctx, root)
+		if err != nil {
+			return nil, err
+		}
+		if err := writeFileAtomic(path, sealed); err != nil {
+			clear(secret)
+			return nil, fmt.Errorf("nonce secret: %w", err)
+		}
+		log.InfoContext(ctx, "created the nonce secret, sealed under the root KEK", "file", path, "kek", root.URI())
+		return secret, nil
+	}
 	if err != nil {
 		return nil, fmt.Errorf("nonce secret: %w", err)
 	}
 	var w kek.Wrapped
 	if err := json.Unmarshal(sealed, &w); err != nil {
-		return nil, fmt.Errorf("nonce secret %s is not a sealed secret (re-create it with kms init, or seal one under the configured KEK): %w", path, err)
+		return nil, fmt.Errorf("nonce secret %s is not a sealed secret (remove it to have a new one made): %w", path, err)
+	}
+	p, err := keys.KEK(ctx, w.KEKURI)
+	if err != nil {
+		return nil, fmt.Errorf("nonce secret %s: %w", path, err)
 	}
 	secret, err := p.Unwrap(ctx, w, nonceSecretAAD)
 	if err != nil {
 		return nil, fmt.Errorf("unsealing nonce secret %s: %w", path, err)
 	}
 	return secret, nil
+}
+
+// writeFileAtomic writes beside path and renames, so a crash leaves the
+// old or the new content, never half of one.
+func writeFileAtomic(path string, b []byte) error {
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		_ = os.Remove(tmp)
+		return err
+	}
+	return nil
 }
 
 // resealNonceSecret moves the sealed nonce secret under the KEK a rotation
@@ -108,14 +155,7 @@ func (s *Server) resealNonceSecret(ctx context.Context, to kek.Provider) error {
 	if err != nil {
 		return fmt.Errorf("reseal nonce secret: %w", err)
 	}
-	// Write beside the file and rename, so a crash leaves the old or the
-	// new sealed secret, never half of one.
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, out, 0o600); err != nil {
-		return fmt.Errorf("reseal nonce secret: %w", err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		_ = os.Remove(tmp)
+	if err := writeFileAtomic(path, out); err != nil {
 		return fmt.Errorf("reseal nonce secret: %w", err)
 	}
 	s.log.InfoContext(ctx, "nonce secret resealed under the new KEK", "kek", to.URI())
@@ -186,7 +226,7 @@ func newWithStore(ctx context.Context, cfg *config.Config, log *slog.Logger, sto
 	if err := keys.Warm(ctx); err != nil {
 		return nil, fmt.Errorf("refusing to start: %w", err)
 	}
-	secret, err := openNonceSecret(ctx, provider, cfg.Nonce.SealedSecretFile)
+	secret, err := openNonceSecret(ctx, keys, cfg.Nonce.SealedSecretFile, log)
 	if err != nil {
 		return nil, err
 	}

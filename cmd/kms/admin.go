@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"text/tabwriter"
 	"time"
 
@@ -42,7 +43,13 @@ func (a *adminFlags) client() (kmsv1.AdminClient, func(), error) {
 	if _, err := os.Stat(a.socket); err != nil {
 		return nil, nil, fmt.Errorf("admin socket: %w (is kms serve running? set --socket)", err)
 	}
-	conn, err := grpc.NewClient("unix://"+a.socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	// gRPC's unix:// target wants an absolute path; a relative --socket
+	// (the default admin.sock) would be read as a host name.
+	path, err := filepath.Abs(a.socket)
+	if err != nil {
+		return nil, nil, fmt.Errorf("admin socket: %w", err)
+	}
+	conn, err := grpc.NewClient("unix://"+path, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		return nil, nil, fmt.Errorf("admin socket: %w", err)
 	}

@@ -1646,7 +1646,8 @@ type KEKStatus struct {
 	Algorithm  string                 `protobuf:"bytes,4,opt,name=algorithm,proto3" json:"algorithm,omitempty"`
 	// Generation of the key set's current intermediate key.
 	Generation uint64 `protobuf:"varint,5,opt,name=generation,proto3" json:"generation,omitempty"`
-	// "ok", "disabled" (the owner switched the KEK off) or "unavailable".
+	// "ok", "disabled" (the owner switched the KEK off), "unavailable", or
+	// "unchecked" (this server has not used the key set's KEK yet).
 	State         string                 `protobuf:"bytes,6,opt,name=state,proto3" json:"state,omitempty"`
 	LastChecked   *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=last_checked,json=lastChecked,proto3" json:"last_checked,omitempty"`
 	LastOk        *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=last_ok,json=lastOk,proto3" json:"last_ok,omitempty"`
