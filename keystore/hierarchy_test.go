@@ -31,7 +31,7 @@ type memKEK struct {
 	aead      cipher.AEAD
 	disabled  atomic.Bool
 	down      atomic.Bool
-	hang      atomic.Bool // Unwrap blocks until its context ends
+	hang      atomic.Bool  // Unwrap blocks until its context ends
 	wrapsLeft atomic.Int64 // < 0: unlimited
 	wraps     atomic.Int64
 	unwraps   atomic.Int64
