@@ -56,6 +56,17 @@ func (a *adminFlags) client() (kmsv1.AdminClient, func(), error) {
 	return kmsv1.NewAdminClient(conn), func() { conn.Close() }, nil
 }
 
+// run dials the admin socket, calls f with the command's context, and
+// closes the connection.
+func (a *adminFlags) run(cmd *cobra.Command, f func(ctx context.Context, c kmsv1.AdminClient) error) error {
+	c, done, err := a.client()
+	if err != nil {
+		return err
+	}
+	defer done()
+	return f(cmd.Context(), c)
+}
+
 func printJSON(w io.Writer, m proto.Message) error {
 	b, err := protojson.MarshalOptions{Multiline: true, Indent: "  ", EmitUnpopulated: true}.Marshal(m)
 	if err != nil {
@@ -164,22 +175,19 @@ func newKeySetsCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			c, done, err := a.client()
-			if err != nil {
-				return err
-			}
-			defer done()
-			ks, err := c.CreateKeySet(cmd.Context(), &kmsv1.CreateKeySetRequest{
-				Name: args[0], Policy: pol,
-				Settings: &kmsv1.KeySetSettings{
-					RotationPeriodSeconds: int64(rotation / time.Second), KeyLifetimeSeconds: int64(lifetime / time.Second),
-					PendingLeadSeconds: int64(lead / time.Second), RetentionSeconds: int64(retention / time.Second),
-				},
+			return a.run(cmd, func(ctx context.Context, c kmsv1.AdminClient) error {
+				ks, err := c.CreateKeySet(ctx, &kmsv1.CreateKeySetRequest{
+					Name: args[0], Policy: pol,
+					Settings: &kmsv1.KeySetSettings{
+						RotationPeriodSeconds: int64(rotation / time.Second), KeyLifetimeSeconds: int64(lifetime / time.Second),
+						PendingLeadSeconds: int64(lead / time.Second), RetentionSeconds: int64(retention / time.Second),
+					},
+				})
+				if err != nil {
+					return err
+				}
+				return printJSON(cmd.OutOrStdout(), ks)
 			})
-			if err != nil {
-				return err
-			}
-			return printJSON(cmd.OutOrStdout(), ks)
 		},
 	}
 	create.Flags().StringVar(&policyFile, "policy", "", "release policy YAML (required)")
@@ -191,27 +199,24 @@ func newKeySetsCmd() *cobra.Command {
 	list := &cobra.Command{
 		Use: "list", Short: "List key sets", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, done, err := a.client()
-			if err != nil {
-				return err
-			}
-			defer done()
-			resp, err := c.ListKeySets(cmd.Context(), &kmsv1.ListKeySetsRequest{})
-			if err != nil {
-				return err
-			}
-			if a.output == "json" {
-				return printJSON(cmd.OutOrStdout(), resp)
-			}
-			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tPOLICY VERSION\tROTATION\tLIFETIME\tRETENTION\tCREATED")
-			for _, ks := range resp.GetKeysets() {
-				s := ks.GetSettings()
-				fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\n", ks.GetName(), ks.GetPolicyVersion(),
-					time.Duration(s.GetRotationPeriodSeconds())*time.Second, time.Duration(s.GetKeyLifetimeSeconds())*time.Second,
-					time.Duration(s.GetRetentionSeconds())*time.Second, ts(ks.GetCreatedAt()))
-			}
-			return tw.Flush()
+			return a.run(cmd, func(ctx context.Context, c kmsv1.AdminClient) error {
+				resp, err := c.ListKeySets(ctx, &kmsv1.ListKeySetsRequest{})
+				if err != nil {
+					return err
+				}
+				if a.output == "json" {
+					return printJSON(cmd.OutOrStdout(), resp)
+				}
+				tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "NAME\tPOLICY VERSION\tROTATION\tLIFETIME\tRETENTION\tCREATED")
+				for _, ks := range resp.GetKeysets() {
+					s := ks.GetSettings()
+					fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\n", ks.GetName(), ks.GetPolicyVersion(),
+						time.Duration(s.GetRotationPeriodSeconds())*time.Second, time.Duration(s.GetKeyLifetimeSeconds())*time.Second,
+						time.Duration(s.GetRetentionSeconds())*time.Second, ts(ks.GetCreatedAt()))
+				}
+				return tw.Flush()
+			})
 		},
 	}
 	cmd.AddCommand(create, list)
@@ -240,20 +245,17 @@ func newPolicyCmd() *cobra.Command {
 	get := &cobra.Command{
 		Use: "get", Short: "Print the key set's current policy", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, done, err := a.client()
-			if err != nil {
-				return err
-			}
-			defer done()
-			resp, err := c.GetPolicy(cmd.Context(), &kmsv1.GetPolicyRequest{Keyset: keyset})
-			if err != nil {
-				return err
-			}
-			if a.output == "json" {
-				return printJSON(cmd.OutOrStdout(), resp)
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "# key set %s, policy version %d\n%s", keyset, resp.GetVersion(), resp.GetPolicy())
-			return nil
+			return a.run(cmd, func(ctx context.Context, c kmsv1.AdminClient) error {
+				resp, err := c.GetPolicy(ctx, &kmsv1.GetPolicyRequest{Keyset: keyset})
+				if err != nil {
+					return err
+				}
+				if a.output == "json" {
+					return printJSON(cmd.OutOrStdout(), resp)
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "# key set %s, policy version %d\n%s", keyset, resp.GetVersion(), resp.GetPolicy())
+				return nil
+			})
 		},
 	}
 	set := &cobra.Command{
@@ -266,17 +268,14 @@ func newPolicyCmd() *cobra.Command {
 			if _, err := policy.Parse(b); err != nil {
 				return &exitError{code: 2, err: fmt.Errorf("%s: invalid policy: %w", args[0], err)}
 			}
-			c, done, err := a.client()
-			if err != nil {
-				return err
-			}
-			defer done()
-			resp, err := c.SetPolicy(cmd.Context(), &kmsv1.SetPolicyRequest{Keyset: keyset, Policy: b})
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "key set %s: policy version %d\n", keyset, resp.GetVersion())
-			return nil
+			return a.run(cmd, func(ctx context.Context, c kmsv1.AdminClient) error {
+				resp, err := c.SetPolicy(ctx, &kmsv1.SetPolicyRequest{Keyset: keyset, Policy: b})
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "key set %s: policy version %d\n", keyset, resp.GetVersion())
+				return nil
+			})
 		},
 	}
 	for _, c := range []*cobra.Command{get, set} {

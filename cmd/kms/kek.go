@@ -91,16 +91,13 @@ reason and exits 2. The data key is random and thrown away.`,
 		Short: "Show each key set's KEK as last checked by the server (admin socket)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, done, err := a.client()
-			if err != nil {
-				return err
-			}
-			defer done()
-			resp, err := c.GetKEKStatus(cmd.Context(), &kmsv1.GetKEKStatusRequest{})
-			if err != nil {
-				return err
-			}
-			return printKEKStatus(cmd, a, resp, resp.GetKeysets())
+			return a.run(cmd, func(ctx context.Context, c kmsv1.AdminClient) error {
+				resp, err := c.GetKEKStatus(ctx, &kmsv1.GetKEKStatusRequest{})
+				if err != nil {
+					return err
+				}
+				return printKEKStatus(cmd, a, resp, resp.GetKeysets())
+			})
 		},
 	}
 	var to, keyset string
@@ -115,19 +112,16 @@ must stay usable until it finishes. Then set "kek:" in the configuration to
 the new URI, so that new key sets use it too.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, done, err := a.client()
-			if err != nil {
-				return err
-			}
-			defer done()
-			resp, err := c.RotateKEK(cmd.Context(), &kmsv1.RotateKEKRequest{ToUri: to})
-			if err != nil {
-				return err
-			}
-			if a.output != "json" {
-				fmt.Fprintf(cmd.OutOrStdout(), "re-wrapped %d key set(s) under %s\n", len(resp.GetRewrapped()), to)
-			}
-			return printKEKStatus(cmd, a, resp, resp.GetKeysets())
+			return a.run(cmd, func(ctx context.Context, c kmsv1.AdminClient) error {
+				resp, err := c.RotateKEK(ctx, &kmsv1.RotateKEKRequest{ToUri: to})
+				if err != nil {
+					return err
+				}
+				if a.output != "json" {
+					fmt.Fprintf(cmd.OutOrStdout(), "re-wrapped %d key set(s) under %s\n", len(resp.GetRewrapped()), to)
+				}
+				return printKEKStatus(cmd, a, resp, resp.GetKeysets())
+			})
 		},
 	}
 	rotate.Flags().StringVar(&to, "to", "", "URI of the new KEK (required)")
@@ -137,16 +131,13 @@ the new URI, so that new key sets use it too.`,
 		Short: "Give a key set a new intermediate key and re-wrap its keys' data keys (admin socket)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, done, err := a.client()
-			if err != nil {
-				return err
-			}
-			defer done()
-			st, err := c.RotateIntermediateKey(cmd.Context(), &kmsv1.RotateIntermediateKeyRequest{Keyset: keyset})
-			if err != nil {
-				return err
-			}
-			return printKEKStatus(cmd, a, st, []*kmsv1.KEKStatus{st})
+			return a.run(cmd, func(ctx context.Context, c kmsv1.AdminClient) error {
+				st, err := c.RotateIntermediateKey(ctx, &kmsv1.RotateIntermediateKeyRequest{Keyset: keyset})
+				if err != nil {
+					return err
+				}
+				return printKEKStatus(cmd, a, st, []*kmsv1.KEKStatus{st})
+			})
 		},
 	}
 	intermediate.Flags().StringVar(&keyset, "keyset", "default", "key set")
@@ -241,21 +232,18 @@ func importCommands(a *adminFlags, keyset *string) []*cobra.Command {
 		Short: "Print the KMS's RSA import public key (PEM) that BYOK blobs are wrapped to",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, done, err := a.client()
-			if err != nil {
+			return a.run(cmd, func(ctx context.Context, c kmsv1.AdminClient) error {
+				resp, err := c.GetImportKey(ctx, &kmsv1.GetImportKeyRequest{})
+				if err != nil {
+					return err
+				}
+				pemBytes := pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: resp.GetPublicKey()})
+				if out != "" {
+					return os.WriteFile(out, pemBytes, 0o644)
+				}
+				_, err = cmd.OutOrStdout().Write(pemBytes)
 				return err
-			}
-			defer done()
-			resp, err := c.GetImportKey(cmd.Context(), &kmsv1.GetImportKeyRequest{})
-			if err != nil {
-				return err
-			}
-			pemBytes := pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: resp.GetPublicKey()})
-			if out != "" {
-				return os.WriteFile(out, pemBytes, 0o644)
-			}
-			_, err = cmd.OutOrStdout().Write(pemBytes)
-			return err
+			})
 		},
 	}
 	importKey.Flags().StringVar(&out, "out", "", "write the PEM here instead of stdout")
@@ -275,20 +263,17 @@ never touches disk.`,
 			if err != nil {
 				return err
 			}
-			c, done, err := a.client()
-			if err != nil {
-				return err
-			}
-			defer done()
-			k, err := c.ImportKey(cmd.Context(), &kmsv1.ImportKeyRequest{Keyset: *keyset, WrappedKey: blob})
-			if err != nil {
-				return err
-			}
-			if a.output == "json" {
-				return printJSON(cmd.OutOrStdout(), k)
-			}
-			printKeys(cmd.OutOrStdout(), []*kmsv1.KeyInfo{k})
-			return nil
+			return a.run(cmd, func(ctx context.Context, c kmsv1.AdminClient) error {
+				k, err := c.ImportKey(ctx, &kmsv1.ImportKeyRequest{Keyset: *keyset, WrappedKey: blob})
+				if err != nil {
+					return err
+				}
+				if a.output == "json" {
+					return printJSON(cmd.OutOrStdout(), k)
+				}
+				printKeys(cmd.OutOrStdout(), []*kmsv1.KeyInfo{k})
+				return nil
+			})
 		},
 	}
 	imp.Flags().StringVar(&blobFile, "blob", "", "wrapped key blob (required)")
