@@ -1,8 +1,7 @@
 //go:build tools
 
-// Package deps pins modules that the KEK providers are being built on, so
-// go.mod and go.sum carry them while the providers are written. Removed
-// once every import is real.
+// Package deps pins modules that code being written builds on, so go.mod
+// and go.sum carry them meanwhile. An entry goes when its import is real.
 package deps
 
 import (
@@ -24,5 +23,10 @@ import (
 	_ "github.com/tink-crypto/tink-go-gcpkms/v2/integration/gcpkms"
 	_ "github.com/tink-crypto/tink-go-hcvault/v2/integration/hcvault"
 	_ "github.com/tink-crypto/tink-go/v2/tink"
+	_ "github.com/prometheus/client_golang/prometheus"
+	_ "github.com/prometheus/client_golang/prometheus/promhttp"
+	_ "go.etcd.io/etcd/client/v3"
+	_ "go.etcd.io/etcd/client/v3/concurrency"
+	_ "go.etcd.io/etcd/server/v3/embed"
 	_ "google.golang.org/api/option"
 )
