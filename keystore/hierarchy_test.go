@@ -933,3 +933,43 @@ func TestHungKEKFailsTheCheck(t *testing.T) {
 		t.Fatalf("status %+v, want unavailable", s)
 	}
 }
+
+// Invalidate (driven by a store watch on a replicated store) drops what
+// this process caches: afterwards the key set's intermediate is unwrapped
+// again, once, and other sets keep their cache.
+func TestInvalidateDropsCaches(t *testing.T) {
+	ctx := context.Background()
+	h := newHEnv(t)
+	root := newMemKEK(t, "root")
+	m := h.manager(root)
+	for _, name := range []string{"a", "b"} {
+		if _, err := m.CreateKeySet(ctx, name, testSettings); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := m.Warm(ctx); err != nil {
+		t.Fatal(err)
+	}
+	openAll(t, m)
+	root.unwraps.Store(0)
+	openAll(t, m)
+	if n := root.unwraps.Load(); n != 0 {
+		t.Fatalf("%d outside calls with everything cached", n)
+	}
+	m.Invalidate("a", "")
+	openAll(t, m)
+	if n := root.unwraps.Load(); n != 1 {
+		t.Fatalf("%d outside calls after invalidating one key set, want 1", n)
+	}
+	// A single kid: its private key is unsealed again from the cached
+	// intermediate, at no outside cost.
+	keys, err := m.ListKeys(ctx, "b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Invalidate("b", keys[0].KID)
+	openAll(t, m)
+	if n := root.unwraps.Load(); n != 1 {
+		t.Fatalf("%d outside calls after invalidating one key, want still 1", n)
+	}
+}

@@ -763,6 +763,27 @@ func (m *Manager) evictSet(keyset string) {
 	}
 }
 
+// Invalidate drops what this process caches about a record another
+// replica changed: the cached private keys of kid (all of keyset's if kid
+// is empty, with its intermediate keys). Reads go to the store anyway, so
+// this only shortens how long a destroyed or re-wrapped key's plaintext
+// stays in memory here; a store watch calls it.
+func (m *Manager) Invalidate(keyset, kid string) {
+	if kid != "" {
+		m.cacheMu.Lock()
+		for ck, priv := range m.cache {
+			if ck.keyset == keyset && ck.kid == kid {
+				clear(priv)
+				delete(m.cache, ck)
+			}
+		}
+		m.cacheMu.Unlock()
+		return
+	}
+	m.evictSet(keyset)
+	m.dropIntermediates(keyset, nil)
+}
+
 // ClearCache zeroes and drops every cached private key and intermediate
 // key, e.g. at shutdown. The next release unwraps again.
 func (m *Manager) ClearCache() {
