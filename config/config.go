@@ -31,6 +31,7 @@ type Config struct {
 	Nonce            Nonce       `yaml:"nonce"`
 	Tokens           Tokens      `yaml:"tokens"`
 	Attestation      Attestation `yaml:"attestation"`
+	AdminAuth        AdminAuth   `yaml:"admin_auth"`
 	Limits           Limits      `yaml:"limits"`
 	Rotation         Rotation    `yaml:"rotation"`
 	KeySets          []KeySet    `yaml:"keysets"`
@@ -44,6 +45,21 @@ type Listen struct {
 	HTTP string `yaml:"http"`
 	// AdminSocket is the Unix socket of the admin API, created with mode 0600.
 	AdminSocket string `yaml:"admin_socket"`
+	// Admin serves the admin API over the network (TLS, with client
+	// certificates and/or bearer tokens mapped to roles). Empty: off.
+	Admin string `yaml:"admin"`
+}
+
+// AdminAuth authenticates callers of the network admin listener.
+type AdminAuth struct {
+	// ClientCAFile is the PEM operator CA. Client certificates carry their
+	// roles as URI SANs attested-kms:role:<admin|operator|auditor>.
+	ClientCAFile string `yaml:"client_ca_file"`
+	// RoleClaims maps app-role values in an access token's "roles" claim
+	// to KMS roles. Tokens are verified against tokens.issuers, and must be
+	// for one of Audiences.
+	RoleClaims map[string]string `yaml:"role_claims"`
+	Audiences  []string          `yaml:"audiences"`
 }
 
 // TLS configures the server certificate. TLS is on unless Disabled is set,
@@ -283,6 +299,17 @@ func (c *Config) Validate() error {
 	if c.Limits.MaxRequestBytes < 4096 {
 		errs = append(errs, fmt.Errorf("limits.max_request_bytes %d is too small for a report and its certificates", c.Limits.MaxRequestBytes))
 	}
+	if c.Listen.Admin != "" {
+		if c.TLS.Disabled {
+			errs = append(errs, errors.New("listen.admin needs TLS: the network admin API is never served in the clear"))
+		}
+		if c.AdminAuth.ClientCAFile == "" && len(c.AdminAuth.RoleClaims) == 0 {
+			errs = append(errs, errors.New("listen.admin needs admin_auth.client_ca_file, admin_auth.role_claims, or both"))
+		}
+		if len(c.AdminAuth.RoleClaims) > 0 && len(c.AdminAuth.Audiences) == 0 {
+			errs = append(errs, errors.New("admin_auth.role_claims needs admin_auth.audiences (the admin API's own token audience)"))
+		}
+	}
 	platforms := map[string]bool{}
 	for i, p := range c.Attestation.Platforms {
 		switch p {
@@ -337,6 +364,7 @@ func (c *Config) resolve(dir string) {
 	abs(&c.Attestation.SEVSNP.TestRootsFile)
 	abs(&c.Attestation.TDX.TestRootsFile)
 	abs(&c.Attestation.Collateral.Dir)
+	abs(&c.AdminAuth.ClientCAFile)
 	for i := range c.KeySets {
 		abs(&c.KeySets[i].PolicyFile)
 	}

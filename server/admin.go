@@ -36,6 +36,13 @@ func NewAdminService(keys *keystore.Manager, defaults keystore.KeySetSettings, l
 
 func (a *AdminService) audit(ctx context.Context, call string, err error, attrs ...slog.Attr) {
 	attrs = append(attrs, slog.String("call", call))
+	// Who called: the network admin listener authenticated a principal;
+	// the Unix socket's caller is whoever may open it.
+	if p, ok := AdminIdentity(ctx); ok {
+		attrs = append(attrs, slog.Any("principal", p))
+	} else {
+		attrs = append(attrs, slog.String("principal", "local-socket"))
+	}
 	if err != nil {
 		attrs = append(attrs, slog.String("outcome", "error"), slog.String("error", err.Error()))
 	} else {

@@ -62,6 +62,7 @@ type ReleaseService struct {
 	log      *slog.Logger
 	now      func() time.Time
 	rand     io.Reader
+	metrics  *Metrics
 }
 
 // ReleaseDeps are the components the release path is built from.
@@ -73,6 +74,8 @@ type ReleaseDeps struct {
 	Logger   *slog.Logger
 	Now      func() time.Time
 	Rand     io.Reader
+	// Metrics, if set, counts decisions and times evidence verification.
+	Metrics *Metrics
 }
 
 // NewReleaseService checks that every dependency is present: a release
@@ -89,7 +92,7 @@ func NewReleaseService(d ReleaseDeps) (*ReleaseService, error) {
 	}
 	return &ReleaseService{
 		keys: d.Keys, tokens: d.Tokens, nonces: d.Nonces, evidence: d.Evidence,
-		policies: newPolicyCache(), log: d.Logger, now: d.Now, rand: d.Rand,
+		policies: newPolicyCache(), log: d.Logger, now: d.Now, rand: d.Rand, metrics: d.Metrics,
 	}, nil
 }
 
@@ -131,10 +134,12 @@ func (s *ReleaseService) ReleaseKey(ctx context.Context, req *kmsv1.ReleaseKeyRe
 		attrs = append(attrs, slog.String("decision", "denied"), slog.String("reason", derr.reason),
 			slog.String("code", derr.code.String()), slog.String("detail", derr.message))
 		s.log.LogAttrs(ctx, slog.LevelInfo, "release", attrs...)
+		s.metrics.ObserveRelease("denied", derr.reason)
 		return nil, grpcStatus(derr)
 	}
 	attrs = append(attrs, slog.String("decision", "granted"), slog.String("rule", rec.rule))
 	s.log.LogAttrs(ctx, slog.LevelInfo, "release", attrs...)
+	s.metrics.ObserveRelease("granted", "")
 	return resp, nil
 }
 
@@ -177,7 +182,10 @@ func (s *ReleaseService) release(ctx context.Context, req *kmsv1.ReleaseKeyReque
 		return nil, refuseErr(code, string(challenge.ReasonOf(err)), err)
 	}
 
+	verifyStart := time.Now()
 	claims, err := verifier.Verify(ctx, evidenceOf(ev))
+	// The platform label comes from the verifier map, a bounded set.
+	s.metrics.ObserveVerification(ev.GetType(), time.Since(verifyStart))
 	if err != nil {
 		reason := attestation.ReasonOf(err)
 		code := codes.PermissionDenied

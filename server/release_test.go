@@ -160,6 +160,9 @@ type envOptions struct {
 	// URI), and kekCheckInterval sets kek_check_interval.
 	kekURI           string
 	kekCheckInterval time.Duration
+	// adminClientCA, when set, turns on the network admin listener with
+	// this operator CA (PEM).
+	adminClientCA []byte
 }
 
 func newEnvWith(t testing.TB, o envOptions) *env {
@@ -217,7 +220,11 @@ func newEnvWith(t testing.TB, o envOptions) *env {
 	for _, name := range slices.Sorted(maps.Keys(o.keySets)) {
 		extraSets += fmt.Sprintf("  - name: %s\n    policy_file: %q\n", name, write("policy-"+name+".yaml", []byte(o.keySets[name](iss.IssuerURL()))))
 	}
-	cfgYAML := fmt.Sprintf(`listen: {grpc: "127.0.0.1:0", http: "127.0.0.1:0", admin_socket: %q}
+	var adminNet string
+	if o.adminClientCA != nil {
+		adminNet = fmt.Sprintf("admin_auth: {client_ca_file: %q}\n", write("operator-ca.pem", o.adminClientCA))
+	}
+	cfgYAML := adminNet + fmt.Sprintf(`listen: {grpc: "127.0.0.1:0", http: "127.0.0.1:0", admin_socket: %q%s}
 tls: {cert: %q, key: %q}
 store: {bbolt: %q}
 kek: %q
@@ -234,7 +241,7 @@ attestation:
 keysets:
   - name: default
     policy_file: %q
-%s`, filepath.Join(dir, "admin.sock"), certPath, keyPath, filepath.Join(dir, "kms.db"), o.kekURI, kekCheck,
+%s`, filepath.Join(dir, "admin.sock"), adminListen(o), certPath, keyPath, filepath.Join(dir, "kms.db"), o.kekURI, kekCheck,
 		write("nonce.sealed", sealed), iss.IssuerURL(), iss.URL(), audience,
 		cdir, write("roots.pem", trusted.RootsPEM()), tdxRoots, write("policy.yaml", []byte(o.policy(iss.IssuerURL()))), extraSets)
 	cfg, err := config.Parse([]byte(cfgYAML))
@@ -273,6 +280,14 @@ keysets:
 	}
 	e.kid = keys.GetKeys()[0].GetKid()
 	return e
+}
+
+// adminListen is the listen.admin entry for o.
+func adminListen(o envOptions) string {
+	if o.adminClientCA == nil {
+		return ""
+	}
+	return `, admin: "127.0.0.1:0"`
 }
 
 // simulatorCollateral prepares an offline collateral directory holding the

@@ -179,13 +179,17 @@ type Server struct {
 	release *ReleaseService
 	admin   *AdminService
 	public  http.Handler
+	// metrics and readiness are served beside the public endpoints.
+	metrics   *Metrics
+	readiness *Readiness
 
-	grpcSrv  *grpc.Server
-	adminSrv *grpc.Server
-	httpSrv  *http.Server
+	grpcSrv     *grpc.Server
+	adminSrv    *grpc.Server
+	adminNetSrv *grpc.Server // the network admin listener, if configured
+	httpSrv     *http.Server
 
 	// Addresses bound, known after Start (useful with port 0 in tests).
-	GRPCAddr, HTTPAddr, AdminSocket string
+	GRPCAddr, HTTPAddr, AdminSocket, AdminAddr string
 }
 
 // New builds a server from its configuration: it opens the store and KEK,
@@ -243,9 +247,11 @@ func newWithStore(ctx context.Context, cfg *config.Config, log *slog.Logger, sto
 	if err != nil {
 		return nil, err
 	}
+	metrics := NewMetrics()
+	metrics.RegisterKeyStates(KeyStateCounts(keys, 2*time.Second))
 	rel, err := NewReleaseService(ReleaseDeps{
 		Keys: keys, Tokens: tokens, Nonces: nonces, Logger: log, Rand: rand.Reader,
-		Evidence: evidence.Verifiers(),
+		Evidence: evidence.Verifiers(), Metrics: metrics,
 	})
 	if err != nil {
 		return nil, err
@@ -254,6 +260,13 @@ func newWithStore(ctx context.Context, cfg *config.Config, log *slog.Logger, sto
 		admin: NewAdminService(keys, keystore.DefaultKeySetSettings(), log)}
 	s.admin.kekRotated = s.resealNonceSecret
 	s.public = NewPublicHandler(keys, s.ready, log, time.Now)
+	s.metrics = metrics
+	// Ready only when the store answers, every key set has an active key
+	// that unseals now, and no KEK is switched off or unreachable.
+	s.readiness = NewReadiness(2*time.Second).
+		Add("store", StoreReachable(keys)).
+		Add("kek", KEKsUsable(keys)).
+		Add("unsealed", KeySetsUnsealed(keys))
 	return s, nil
 }
 
@@ -399,17 +412,22 @@ func (s *Server) Start(ctx context.Context) error {
 		grpc.MaxRecvMsgSize(s.cfg.Limits.MaxRequestBytes),
 		grpc.MaxSendMsgSize(1 << 20),
 		grpc.ConnectionTimeout(10 * time.Second),
+		grpc.ChainUnaryInterceptor(UnaryRequestID()),
 	}
 	if tlsCfg != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(tlsCfg)))
 	}
 	s.grpcSrv = grpc.NewServer(opts...)
 	kmsv1.RegisterKeyReleaseServer(s.grpcSrv, s.release)
-	s.adminSrv = grpc.NewServer(grpc.MaxRecvMsgSize(1 << 20))
+	s.adminSrv = grpc.NewServer(grpc.MaxRecvMsgSize(1<<20), grpc.ChainUnaryInterceptor(UnaryRequestID()))
 	kmsv1.RegisterAdminServer(s.adminSrv, s.admin)
 
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", s.metrics.Handler())
+	mux.Handle("GET /readyz", s.readiness)
+	mux.Handle("/", s.public)
 	s.httpSrv = &http.Server{
-		Handler:           http.MaxBytesHandler(s.public, 4096),
+		Handler:           http.MaxBytesHandler(RequestIDMiddleware(mux), 4096),
 		TLSConfig:         tlsCfg,
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       10 * time.Second,
@@ -417,6 +435,14 @@ func (s *Server) Start(ctx context.Context) error {
 		IdleTimeout:       60 * time.Second,
 		MaxHeaderBytes:    16 << 10,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+	if s.cfg.Listen.Admin != "" {
+		if err := s.startNetworkAdmin(ctx, tlsCfg); err != nil {
+			adminLis.Close()
+			grpcLis.Close()
+			httpLis.Close()
+			return err
+		}
 	}
 	go func() { _ = s.grpcSrv.Serve(grpcLis) }()
 	go func() { _ = s.adminSrv.Serve(adminLis) }()
@@ -435,14 +461,14 @@ func (s *Server) Start(ctx context.Context) error {
 	// The customer's off switch: each key set's KEK is re-checked so a
 	// disabled or revoked KEK stops releases within the interval.
 	go s.keys.RunRevalidation(ctx)
-	s.log.Info("kms serving", "grpc", s.GRPCAddr, "http", s.HTTPAddr, "admin_socket", s.AdminSocket, "tls", tlsCfg != nil)
+	s.log.Info("kms serving", "grpc", s.GRPCAddr, "http", s.HTTPAddr, "admin_socket", s.AdminSocket, "admin", s.AdminAddr, "tls", tlsCfg != nil)
 	return nil
 }
 
 // Stop shuts the listeners down, letting in-flight calls finish briefly.
 func (s *Server) Stop() {
 	var wg sync.WaitGroup
-	for _, g := range []*grpc.Server{s.grpcSrv, s.adminSrv} {
+	for _, g := range []*grpc.Server{s.grpcSrv, s.adminSrv, s.adminNetSrv} {
 		if g == nil {
 			continue
 		}

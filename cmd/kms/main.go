@@ -47,6 +47,6 @@ run approved code. End users encrypt to the published public keys (RFC 9458).`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newInitCmd(), newServeCmd(), newPolicyCmd(), newKeysCmd(), newKeySetsCmd(), newEvidenceCmd(), newCollateralCmd(), newKEKCmd())
+	root.AddCommand(newInitCmd(), newServeCmd(), newPolicyCmd(), newKeysCmd(), newKeySetsCmd(), newEvidenceCmd(), newCollateralCmd(), newKEKCmd(), newAuditCmd())
 	return root
 }

@@ -26,7 +26,7 @@ func newServeCmd() *cobra.Command {
 			if logFormat == "text" {
 				h = slog.NewTextHandler(os.Stderr, nil)
 			}
-			log := slog.New(h)
+			log := slog.New(server.WithRequestIDs(h)) // request_id on every line of a request
 			ctx := cmd.Context()
 			srv, err := server.New(ctx, cfg, log)
 			if err != nil {
