@@ -2,15 +2,20 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
@@ -19,29 +24,44 @@ import (
 	kmsv1 "github.com/attested-kms/attested-kms/proto/kms/v1"
 )
 
-// adminFlags are the connection settings of every admin command.
+// adminFlags are the connection settings of every admin command: the
+// local Unix socket (bootstrap, the default), or the network admin
+// listener with a client certificate and/or a bearer token. Each flag has
+// an environment variable, so scripts can set them once.
 type adminFlags struct {
-	socket string
-	output string
+	socket, output                             string
+	addr, caFile, certFile, keyFile, tokenFile string
 }
 
 func (a *adminFlags) register(cmd *cobra.Command) {
-	def := os.Getenv("KMS_ADMIN_SOCKET")
-	if def == "" {
-		def = "admin.sock"
+	env := func(name, def string) string {
+		if v := os.Getenv(name); v != "" {
+			return v
+		}
+		return def
 	}
-	cmd.PersistentFlags().StringVar(&a.socket, "socket", def, "admin Unix socket of the server (env KMS_ADMIN_SOCKET)")
-	cmd.PersistentFlags().StringVarP(&a.output, "output", "o", "table", "output format: table or json")
+	f := cmd.PersistentFlags()
+	f.StringVar(&a.socket, "socket", env("KMS_ADMIN_SOCKET", "admin.sock"), "admin Unix socket of the server (env KMS_ADMIN_SOCKET)")
+	f.StringVarP(&a.output, "output", "o", "table", "output format: table or json")
+	f.StringVar(&a.addr, "addr", env("KMS_ADMIN_ADDR", ""), "network admin listener host:port instead of the socket (env KMS_ADMIN_ADDR)")
+	f.StringVar(&a.caFile, "ca", env("KMS_ADMIN_CA", ""), "PEM CA of the server's TLS certificate (env KMS_ADMIN_CA; default: system roots)")
+	f.StringVar(&a.certFile, "cert", env("KMS_ADMIN_CERT", ""), "operator client certificate, PEM (env KMS_ADMIN_CERT)")
+	f.StringVar(&a.keyFile, "key", env("KMS_ADMIN_KEY", ""), "its private key, PEM (env KMS_ADMIN_KEY)")
+	f.StringVar(&a.tokenFile, "token-file", env("KMS_ADMIN_TOKEN_FILE", ""), "file holding an access token with admin app roles (env KMS_ADMIN_TOKEN_FILE)")
 }
 
-// client dials the admin socket. The socket's file mode is the access
-// control in this version, so the connection itself is not encrypted.
+// client dials the admin API: the network listener when --addr is set,
+// else the Unix socket, whose file mode is its access control (so that
+// connection itself is not encrypted).
 func (a *adminFlags) client() (kmsv1.AdminClient, func(), error) {
 	if err := checkFormat(a.output); err != nil {
 		return nil, nil, err
 	}
+	if a.addr != "" {
+		return a.networkClient()
+	}
 	if _, err := os.Stat(a.socket); err != nil {
-		return nil, nil, fmt.Errorf("admin socket: %w (is kms serve running? set --socket)", err)
+		return nil, nil, fmt.Errorf("admin socket: %w (is kms serve running? set --socket, or --addr for the network listener)", err)
 	}
 	// gRPC's unix:// target wants an absolute path; a relative --socket
 	// (the default admin.sock) would be read as a host name.
@@ -55,6 +75,53 @@ func (a *adminFlags) client() (kmsv1.AdminClient, func(), error) {
 	}
 	return kmsv1.NewAdminClient(conn), func() { conn.Close() }, nil
 }
+
+func (a *adminFlags) networkClient() (kmsv1.AdminClient, func(), error) {
+	cfg := &tls.Config{MinVersion: tls.VersionTLS13}
+	if a.caFile != "" {
+		pemBytes, err := os.ReadFile(a.caFile)
+		if err != nil {
+			return nil, nil, fmt.Errorf("admin CA: %w", err)
+		}
+		cfg.RootCAs = x509.NewCertPool()
+		if !cfg.RootCAs.AppendCertsFromPEM(pemBytes) {
+			return nil, nil, fmt.Errorf("admin CA %s: no PEM certificates", a.caFile)
+		}
+	}
+	if (a.certFile == "") != (a.keyFile == "") {
+		return nil, nil, errors.New("--cert and --key go together")
+	}
+	if a.certFile != "" {
+		cert, err := tls.LoadX509KeyPair(a.certFile, a.keyFile)
+		if err != nil {
+			return nil, nil, fmt.Errorf("admin client certificate: %w", err)
+		}
+		cfg.Certificates = []tls.Certificate{cert}
+	}
+	opts := []grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(cfg))}
+	if a.tokenFile != "" {
+		opts = append(opts, grpc.WithPerRPCCredentials(bearerFile(a.tokenFile)))
+	}
+	conn, err := grpc.NewClient(a.addr, opts...)
+	if err != nil {
+		return nil, nil, fmt.Errorf("admin %s: %w", a.addr, err)
+	}
+	return kmsv1.NewAdminClient(conn), func() { conn.Close() }, nil
+}
+
+// bearerFile sends the token in the file, read at every call so a
+// refreshed token (workload identity) is picked up; only over TLS.
+type bearerFile string
+
+func (f bearerFile) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	b, err := os.ReadFile(string(f))
+	if err != nil {
+		return nil, fmt.Errorf("admin token: %w", err)
+	}
+	return map[string]string{"authorization": "Bearer " + strings.TrimSpace(string(b))}, nil
+}
+
+func (bearerFile) RequireTransportSecurity() bool { return true }
 
 // run dials the admin socket, calls f with the command's context, and
 // closes the connection.
