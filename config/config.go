@@ -72,7 +72,31 @@ type TLS struct {
 
 // Store selects the storage backend.
 type Store struct {
+	// Bolt is a bbolt file: one node, which is then always the rotation
+	// leader.
 	Bolt string `yaml:"bbolt"`
+	// Etcd is a shared etcd cluster: several replicas, one elected leader
+	// rotating keys, watches keeping every replica's caches current.
+	Etcd *Etcd `yaml:"etcd"`
+}
+
+// Etcd connects to the etcd cluster replicas share.
+type Etcd struct {
+	Endpoints []string `yaml:"endpoints"`
+	// Prefix separates this KMS's keys from other users of the cluster.
+	Prefix string `yaml:"prefix"`
+	// mTLS to etcd: the cluster's CA and this replica's client certificate.
+	CAFile   string `yaml:"ca_file"`
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+	// LeaderTTL bounds how long rotation pauses when the leader dies.
+	// Default 10s.
+	LeaderTTL Duration `yaml:"leader_ttl"`
+	// ReplicaID names this replica in the election (default: host name).
+	ReplicaID string `yaml:"replica_id"`
+	// AuditFile is this replica's audit log (a bbolt file): each replica
+	// chains the decisions it made. Required with etcd.
+	AuditFile string `yaml:"audit_file"`
 }
 
 // Nonce configures the challenge secret. The secret is kept sealed under
@@ -270,8 +294,22 @@ func (c *Config) Validate() error {
 	if !c.TLS.Disabled && (c.TLS.Cert == "" || c.TLS.Key == "") {
 		errs = append(errs, errors.New("tls.cert and tls.key are required unless tls.disabled is true"))
 	}
-	if c.Store.Bolt == "" {
-		errs = append(errs, errors.New("store.bbolt is required"))
+	switch {
+	case c.Store.Bolt == "" && c.Store.Etcd == nil:
+		errs = append(errs, errors.New("store: set bbolt (one node) or etcd (replicas)"))
+	case c.Store.Bolt != "" && c.Store.Etcd != nil:
+		errs = append(errs, errors.New("store: set bbolt or etcd, not both"))
+	case c.Store.Etcd != nil:
+		e := c.Store.Etcd
+		if len(e.Endpoints) == 0 {
+			errs = append(errs, errors.New("store.etcd.endpoints: at least one endpoint is required"))
+		}
+		if (e.CertFile == "") != (e.KeyFile == "") {
+			errs = append(errs, errors.New("store.etcd: cert_file and key_file go together"))
+		}
+		if e.AuditFile == "" {
+			errs = append(errs, errors.New("store.etcd.audit_file is required: each replica keeps its audit chain in a local file"))
+		}
 	}
 	if c.KEK == "" {
 		errs = append(errs, errors.New("kek is required"))
@@ -359,6 +397,12 @@ func (c *Config) resolve(dir string) {
 	abs(&c.TLS.Cert)
 	abs(&c.TLS.Key)
 	abs(&c.Store.Bolt)
+	if e := c.Store.Etcd; e != nil {
+		abs(&e.CAFile)
+		abs(&e.CertFile)
+		abs(&e.KeyFile)
+		abs(&e.AuditFile)
+	}
 	abs(&c.Nonce.SealedSecretFile)
 	abs(&c.Listen.AdminSocket)
 	abs(&c.Attestation.SEVSNP.TestRootsFile)

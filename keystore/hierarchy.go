@@ -25,7 +25,7 @@ import (
 
 // rewrapBatch bounds the keys re-sealed per Commit: each batch is atomic,
 // and a batch is small enough to keep write transactions short.
-const rewrapBatch = 256
+const rewrapBatch = 100
 
 // rootProvider returns the current root KEK.
 func (m *Manager) rootProvider() kek.Provider {
@@ -431,7 +431,8 @@ func (m *Manager) dropOldGenerations(ctx context.Context, keyset string, keep ui
 // keys (DEK wrapped by the KEK directly) are first converted to v2 under an
 // intermediate, since those keys would otherwise stay on the old KEK.
 // progress, if not nil, is called after each set is moved. On success the
-// Manager's root KEK becomes toURI, and the import key (if any) moves too.
+// Manager's root KEK becomes toURI, and the import and audit keys (if
+// any) move too.
 // The old KEK must stay enabled until RewrapRoot returns without error.
 func (m *Manager) RewrapRoot(ctx context.Context, toURI string, progress func(keyset string)) error {
 	if toURI == "" {
@@ -460,8 +461,10 @@ func (m *Manager) RewrapRoot(ctx context.Context, toURI string, progress func(ke
 			}
 		}
 	}
-	if err := m.rewrapImportKey(ctx, to); err != nil {
-		return fmt.Errorf("rewrap root: %w", err)
+	for _, kind := range []sealedSecretKind{importKey, auditKey} {
+		if err := m.rewrapSealedSecret(ctx, kind, to); err != nil {
+			return fmt.Errorf("rewrap root: %w", err)
+		}
 	}
 	m.kekMu.Lock()
 	if m.root.URI() != to.URI() {

@@ -26,6 +26,8 @@ type AdminService struct {
 	// kekRotated, if set, runs after RotateKEK moved every key set, for
 	// what the server seals outside the key store (the nonce secret).
 	kekRotated func(ctx context.Context, to kek.Provider) error
+	// auditLog, if set, gets an entry for every call audit reports.
+	auditLog *Auditor
 }
 
 // NewAdminService wraps the key manager. defaults fill the zero fields of
@@ -35,6 +37,7 @@ func NewAdminService(keys *keystore.Manager, defaults keystore.KeySetSettings, l
 }
 
 func (a *AdminService) audit(ctx context.Context, call string, err error, attrs ...slog.Attr) {
+	a.auditLog.adminCall(ctx, call, err, attrs)
 	attrs = append(attrs, slog.String("call", call))
 	// Who called: the network admin listener authenticated a principal;
 	// the Unix socket's caller is whoever may open it.

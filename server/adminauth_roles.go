@@ -54,6 +54,7 @@ var adminMethodRoles = map[string][]AdminRole{
 	kmsv1.Admin_ListKeys_FullMethodName:     {RoleAdmin, RoleAuditor},
 	kmsv1.Admin_GetPolicy_FullMethodName:    {RoleAdmin, RoleAuditor},
 	kmsv1.Admin_GetKEKStatus_FullMethodName: {RoleAdmin, RoleAuditor},
+	kmsv1.Admin_GetAuditKey_FullMethodName:  {RoleAdmin, RoleAuditor},
 }
 
 // AdminMethodRoles returns the roles allowed to call fullMethod

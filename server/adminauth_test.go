@@ -278,6 +278,7 @@ var adminPolicy = map[string][]string{
 	"ListKeys":              {"admin", "auditor"},
 	"GetPolicy":             {"admin", "auditor"},
 	"GetKEKStatus":          {"admin", "auditor"},
+	"GetAuditKey":           {"admin", "auditor"},
 }
 
 // TestAdminRoleTableCoversService fails when an Admin RPC has no entry in

@@ -63,6 +63,7 @@ type ReleaseService struct {
 	now      func() time.Time
 	rand     io.Reader
 	metrics  *Metrics
+	audit    *Auditor
 }
 
 // ReleaseDeps are the components the release path is built from.
@@ -76,6 +77,8 @@ type ReleaseDeps struct {
 	Rand     io.Reader
 	// Metrics, if set, counts decisions and times evidence verification.
 	Metrics *Metrics
+	// Audit, if set, records every decision in the audit log.
+	Audit *Auditor
 }
 
 // NewReleaseService checks that every dependency is present: a release
@@ -92,7 +95,7 @@ func NewReleaseService(d ReleaseDeps) (*ReleaseService, error) {
 	}
 	return &ReleaseService{
 		keys: d.Keys, tokens: d.Tokens, nonces: d.Nonces, evidence: d.Evidence,
-		policies: newPolicyCache(), log: d.Logger, now: d.Now, rand: d.Rand, metrics: d.Metrics,
+		policies: newPolicyCache(), log: d.Logger, now: d.Now, rand: d.Rand, metrics: d.Metrics, audit: d.Audit,
 	}, nil
 }
 
@@ -117,6 +120,7 @@ var kidPattern = regexp.MustCompile(`^[0-9a-f]{16}$`)
 type releaseRecord struct {
 	keyset, kid, platform, subject, tenant, measurement, rule, wrapAlg string
 	revocation                                                         string
+	claims                                                             *attestation.Claims // for the audit entry's digest
 }
 
 // ReleaseKey implements kmsv1.KeyReleaseServer.
@@ -135,11 +139,15 @@ func (s *ReleaseService) ReleaseKey(ctx context.Context, req *kmsv1.ReleaseKeyRe
 			slog.String("code", derr.code.String()), slog.String("detail", derr.message))
 		s.log.LogAttrs(ctx, slog.LevelInfo, "release", attrs...)
 		s.metrics.ObserveRelease("denied", derr.reason)
+		s.audit.release(ctx, &rec, derr)
 		return nil, grpcStatus(derr)
 	}
 	attrs = append(attrs, slog.String("decision", "granted"), slog.String("rule", rec.rule))
 	s.log.LogAttrs(ctx, slog.LevelInfo, "release", attrs...)
 	s.metrics.ObserveRelease("granted", "")
+	// Recorded before the key leaves: a grant is never sent unrecorded
+	// unless the append failed, which Auditor logs and counts.
+	s.audit.release(ctx, &rec, nil)
 	return resp, nil
 }
 
@@ -201,7 +209,7 @@ func (s *ReleaseService) release(ctx context.Context, req *kmsv1.ReleaseKeyReque
 		}
 		return nil, refuse(code, string(reason), "evidence verification failed: %v", err)
 	}
-	rec.platform = string(claims.Platform)
+	rec.platform, rec.claims = string(claims.Platform), claims
 	rec.revocation = string(claims.Revocation)
 	switch {
 	case claims.SEVSNP != nil:

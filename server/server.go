@@ -29,7 +29,6 @@ import (
 	"github.com/attested-kms/attested-kms/challenge"
 	"github.com/attested-kms/attested-kms/config"
 	"github.com/attested-kms/attested-kms/keystore"
-	"github.com/attested-kms/attested-kms/keystore/boltstore"
 	"github.com/attested-kms/attested-kms/keystore/kek"
 	"github.com/attested-kms/attested-kms/keystore/kek/providers"
 	"github.com/attested-kms/attested-kms/policy"
@@ -174,7 +173,7 @@ func closeKEK(p kek.Provider) {
 type Server struct {
 	cfg     *config.Config
 	log     *slog.Logger
-	store   *boltstore.Store
+	backend *backend
 	keys    *keystore.Manager
 	release *ReleaseService
 	admin   *AdminService
@@ -182,6 +181,7 @@ type Server struct {
 	// metrics and readiness are served beside the public endpoints.
 	metrics   *Metrics
 	readiness *Readiness
+	audit     *Auditor
 
 	grpcSrv     *grpc.Server
 	adminSrv    *grpc.Server
@@ -200,22 +200,22 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, er
 	if err != nil {
 		return nil, fmt.Errorf("opening KEK %s: %w", cfg.KEK, err)
 	}
-	store, err := boltstore.Open(cfg.Store.Bolt)
+	b, err := openBackend(ctx, cfg.Store)
 	if err != nil {
 		closeKEK(provider)
-		return nil, fmt.Errorf("opening store: %w", err)
+		return nil, err
 	}
-	s, err := newWithStore(ctx, cfg, log, store, provider)
+	s, err := newWithStore(ctx, cfg, log, b, provider)
 	if err != nil {
-		_ = store.Close()
+		_ = b.Close()
 		closeKEK(provider)
 		return nil, err
 	}
 	return s, nil
 }
 
-func newWithStore(ctx context.Context, cfg *config.Config, log *slog.Logger, store *boltstore.Store, provider kek.Provider) (*Server, error) {
-	keys := keystore.NewManager(store, provider, keystore.Options{
+func newWithStore(ctx context.Context, cfg *config.Config, log *slog.Logger, b *backend, provider kek.Provider) (*Server, error) {
+	keys := keystore.NewManager(b.store, provider, keystore.Options{
 		Logger: log,
 		// Key sets still under an earlier KEK (during or after a
 		// rotation) are opened by the URI recorded on them.
@@ -249,16 +249,28 @@ func newWithStore(ctx context.Context, cfg *config.Config, log *slog.Logger, sto
 	}
 	metrics := NewMetrics()
 	metrics.RegisterKeyStates(KeyStateCounts(keys, 2*time.Second))
+	// The audit log shares the key store's file (its own bucket), so a
+	// backup of the store is a backup of the log.
+	auditDB, err := b.auditDB(cfg)
+	if err != nil {
+		return nil, err
+	}
+	auditor, err := openAuditor(ctx, keys, auditDB, log, metrics)
+	if err != nil {
+		return nil, err
+	}
 	rel, err := NewReleaseService(ReleaseDeps{
 		Keys: keys, Tokens: tokens, Nonces: nonces, Logger: log, Rand: rand.Reader,
-		Evidence: evidence.Verifiers(), Metrics: metrics,
+		Evidence: evidence.Verifiers(), Metrics: metrics, Audit: auditor,
 	})
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: log, store: store, keys: keys, release: rel,
+	s := &Server{cfg: cfg, log: log, backend: b, keys: keys, release: rel,
 		admin: NewAdminService(keys, keystore.DefaultKeySetSettings(), log)}
 	s.admin.kekRotated = s.resealNonceSecret
+	s.admin.auditLog = auditor
+	s.audit = auditor
 	s.public = NewPublicHandler(keys, s.ready, log, time.Now)
 	s.metrics = metrics
 	// Ready only when the store answers, every key set has an active key
@@ -457,7 +469,12 @@ func (s *Server) Start(ctx context.Context) error {
 			s.log.Error("http server stopped", "error", err)
 		}
 	}()
-	go s.keys.RunRotation(ctx, time.Duration(s.cfg.Rotation.TickInterval))
+	// Rotation runs on one replica at a time (the elected leader; on bbolt
+	// the single node); every replica follows the others' writes.
+	go s.backend.asLeader(ctx, s.log, s.metrics, func(ctx context.Context) {
+		s.keys.RunRotation(ctx, time.Duration(s.cfg.Rotation.TickInterval))
+	})
+	go s.backend.follow(ctx, s.keys)
 	// The customer's off switch: each key set's KEK is re-checked so a
 	// disabled or revoked KEK stops releases within the interval.
 	go s.keys.RunRevalidation(ctx)
@@ -490,9 +507,15 @@ func (s *Server) Stop() {
 		cancel()
 	}
 	wg.Wait()
+	// No call is in flight: sign the log's head, then zero the cached
+	// private keys (and the audit key) before the store closes.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	s.audit.close(ctx)
+	cancel()
+	s.keys.ClearCache()
 	// HSM sessions and cloud connections of every KEK the keys used.
 	_ = s.keys.Close()
-	_ = s.store.Close()
+	_ = s.backend.Close()
 	if s.AdminSocket != "" {
 		_ = os.Remove(s.AdminSocket)
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"crypto/ed25519"
 	"crypto/x509"
 	"encoding/pem"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/attested-kms/attested-kms/audit"
 	"github.com/attested-kms/attested-kms/audit/boltaudit"
+	kmsv1 "github.com/attested-kms/attested-kms/proto/kms/v1"
 )
 
 func newAuditCmd() *cobra.Command {
@@ -28,9 +30,9 @@ func newAuditCmd() *cobra.Command {
 		Short: "Verify, export and read the hash-chained audit log (offline)",
 		Long: `audit works on a copy of the log, without the server: an export (JSON
 lines) or a bbolt file. A running server holds its bbolt file locked: work
-on a backup copy of it.`,
+on a backup copy of it. Only public-key asks the server (admin API).`,
 	}
-	cmd.AddCommand(newAuditVerifyCmd(), newAuditExportCmd(), newAuditTailCmd())
+	cmd.AddCommand(newAuditVerifyCmd(), newAuditExportCmd(), newAuditTailCmd(), newAuditPublicKeyCmd())
 	return cmd
 }
 
@@ -253,4 +255,46 @@ func printable(s string) string {
 		}
 		return r
 	}, s)
+}
+
+func newAuditPublicKeyCmd() *cobra.Command {
+	a := &adminFlags{}
+	var out string
+	c := &cobra.Command{
+		Use:   "public-key",
+		Short: "Print the audit key's Ed25519 public key as PEM (admin API)",
+		Long: `public-key fetches the public key that verifies the audit log's
+checkpoints from the server and writes it as a PEM "PUBLIC KEY", the form
+"kms audit verify --public-key" reads. Keep a copy outside the KMS.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return a.run(cmd, func(ctx context.Context, c kmsv1.AdminClient) error {
+				resp, err := c.GetAuditKey(ctx, &kmsv1.GetAuditKeyRequest{})
+				if err != nil {
+					return err
+				}
+				// Refuse anything verify would not accept, rather than
+				// save a key that fails later.
+				k, err := x509.ParsePKIXPublicKey(resp.GetPublicKey())
+				if err != nil {
+					return fmt.Errorf("audit public key: %w", err)
+				}
+				if _, ok := k.(ed25519.PublicKey); !ok {
+					return fmt.Errorf("audit public key is %T, want Ed25519", k)
+				}
+				pemBytes := pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: resp.GetPublicKey()})
+				if out == "" || out == "-" {
+					_, err = cmd.OutOrStdout().Write(pemBytes)
+					return err
+				}
+				if err := os.WriteFile(out, pemBytes, 0o644); err != nil {
+					return fmt.Errorf("audit public key: %w", err)
+				}
+				return nil
+			})
+		},
+	}
+	a.register(c)
+	c.Flags().StringVar(&out, "out", "", "write the PEM to this file instead of standard output")
+	return c
 }

@@ -95,6 +95,11 @@ func (s *Store) init() error {
 	})
 }
 
+// DB is the open bbolt file, for components that keep their own buckets
+// beside the store's (the audit log). The Store still owns it: do not
+// close it.
+func (s *Store) DB() *bolt.DB { return s.db }
+
 // Close closes the file.
 func (s *Store) Close() error {
 	if err := s.db.Close(); err != nil {

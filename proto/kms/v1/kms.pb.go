@@ -2025,6 +2025,87 @@ func (x *GetImportKeyResponse) GetAlgorithm() string {
 	return ""
 }
 
+type GetAuditKeyRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetAuditKeyRequest) Reset() {
+	*x = GetAuditKeyRequest{}
+	mi := &file_kms_v1_kms_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetAuditKeyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetAuditKeyRequest) ProtoMessage() {}
+
+func (x *GetAuditKeyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kms_v1_kms_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetAuditKeyRequest.ProtoReflect.Descriptor instead.
+func (*GetAuditKeyRequest) Descriptor() ([]byte, []int) {
+	return file_kms_v1_kms_proto_rawDescGZIP(), []int{32}
+}
+
+type GetAuditKeyResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// PKIX DER of the Ed25519 audit public key.
+	PublicKey     []byte `protobuf:"bytes,1,opt,name=public_key,json=publicKey,proto3" json:"public_key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetAuditKeyResponse) Reset() {
+	*x = GetAuditKeyResponse{}
+	mi := &file_kms_v1_kms_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetAuditKeyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetAuditKeyResponse) ProtoMessage() {}
+
+func (x *GetAuditKeyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kms_v1_kms_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetAuditKeyResponse.ProtoReflect.Descriptor instead.
+func (*GetAuditKeyResponse) Descriptor() ([]byte, []int) {
+	return file_kms_v1_kms_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *GetAuditKeyResponse) GetPublicKey() []byte {
+	if x != nil {
+		return x.PublicKey
+	}
+	return nil
+}
+
 type ImportKeyRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Keyset        string                 `protobuf:"bytes,1,opt,name=keyset,proto3" json:"keyset,omitempty"`
@@ -2035,7 +2116,7 @@ type ImportKeyRequest struct {
 
 func (x *ImportKeyRequest) Reset() {
 	*x = ImportKeyRequest{}
-	mi := &file_kms_v1_kms_proto_msgTypes[32]
+	mi := &file_kms_v1_kms_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2047,7 +2128,7 @@ func (x *ImportKeyRequest) String() string {
 func (*ImportKeyRequest) ProtoMessage() {}
 
 func (x *ImportKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kms_v1_kms_proto_msgTypes[32]
+	mi := &file_kms_v1_kms_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2060,7 +2141,7 @@ func (x *ImportKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportKeyRequest.ProtoReflect.Descriptor instead.
 func (*ImportKeyRequest) Descriptor() ([]byte, []int) {
-	return file_kms_v1_kms_proto_rawDescGZIP(), []int{32}
+	return file_kms_v1_kms_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ImportKeyRequest) GetKeyset() string {
@@ -2220,7 +2301,11 @@ const file_kms_v1_kms_proto_rawDesc = "" +
 	"\x14GetImportKeyResponse\x12\x1d\n" +
 	"\n" +
 	"public_key\x18\x01 \x01(\fR\tpublicKey\x12\x1c\n" +
-	"\talgorithm\x18\x02 \x01(\tR\talgorithm\"K\n" +
+	"\talgorithm\x18\x02 \x01(\tR\talgorithm\"\x14\n" +
+	"\x12GetAuditKeyRequest\"4\n" +
+	"\x13GetAuditKeyResponse\x12\x1d\n" +
+	"\n" +
+	"public_key\x18\x01 \x01(\fR\tpublicKey\"K\n" +
 	"\x10ImportKeyRequest\x12\x16\n" +
 	"\x06keyset\x18\x01 \x01(\tR\x06keyset\x12\x1f\n" +
 	"\vwrapped_key\x18\x02 \x01(\fR\n" +
@@ -2241,7 +2326,7 @@ const file_kms_v1_kms_proto_rawDesc = "" +
 	"\fGetChallenge\x12\x1b.kms.v1.GetChallengeRequest\x1a\x1c.kms.v1.GetChallengeResponse\x12C\n" +
 	"\n" +
 	"ReleaseKey\x12\x19.kms.v1.ReleaseKeyRequest\x1a\x1a.kms.v1.ReleaseKeyResponse\x12O\n" +
-	"\x0eListPublicKeys\x12\x1d.kms.v1.ListPublicKeysRequest\x1a\x1e.kms.v1.ListPublicKeysResponse2\xa7\x06\n" +
+	"\x0eListPublicKeys\x12\x1d.kms.v1.ListPublicKeysRequest\x1a\x1e.kms.v1.ListPublicKeysResponse2\xef\x06\n" +
 	"\x05Admin\x12;\n" +
 	"\fCreateKeySet\x12\x1b.kms.v1.CreateKeySetRequest\x1a\x0e.kms.v1.KeySet\x12F\n" +
 	"\vListKeySets\x12\x1a.kms.v1.ListKeySetsRequest\x1a\x1b.kms.v1.ListKeySetsResponse\x128\n" +
@@ -2255,7 +2340,8 @@ const file_kms_v1_kms_proto_rawDesc = "" +
 	"\tRotateKEK\x12\x18.kms.v1.RotateKEKRequest\x1a\x19.kms.v1.RotateKEKResponse\x12P\n" +
 	"\x15RotateIntermediateKey\x12$.kms.v1.RotateIntermediateKeyRequest\x1a\x11.kms.v1.KEKStatus\x12I\n" +
 	"\fGetImportKey\x12\x1b.kms.v1.GetImportKeyRequest\x1a\x1c.kms.v1.GetImportKeyResponse\x126\n" +
-	"\tImportKey\x12\x18.kms.v1.ImportKeyRequest\x1a\x0f.kms.v1.KeyInfoB9Z7github.com/attested-kms/attested-kms/proto/kms/v1;kmsv1b\x06proto3"
+	"\tImportKey\x12\x18.kms.v1.ImportKeyRequest\x1a\x0f.kms.v1.KeyInfo\x12F\n" +
+	"\vGetAuditKey\x12\x1a.kms.v1.GetAuditKeyRequest\x1a\x1b.kms.v1.GetAuditKeyResponseB9Z7github.com/attested-kms/attested-kms/proto/kms/v1;kmsv1b\x06proto3"
 
 var (
 	file_kms_v1_kms_proto_rawDescOnce sync.Once
@@ -2270,7 +2356,7 @@ func file_kms_v1_kms_proto_rawDescGZIP() []byte {
 }
 
 var file_kms_v1_kms_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_kms_v1_kms_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
+var file_kms_v1_kms_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
 var file_kms_v1_kms_proto_goTypes = []any{
 	(WrappingAlgorithm)(0),               // 0: kms.v1.WrappingAlgorithm
 	(KeyState)(0),                        // 1: kms.v1.KeyState
@@ -2306,34 +2392,36 @@ var file_kms_v1_kms_proto_goTypes = []any{
 	(*RotateIntermediateKeyRequest)(nil), // 31: kms.v1.RotateIntermediateKeyRequest
 	(*GetImportKeyRequest)(nil),          // 32: kms.v1.GetImportKeyRequest
 	(*GetImportKeyResponse)(nil),         // 33: kms.v1.GetImportKeyResponse
-	(*ImportKeyRequest)(nil),             // 34: kms.v1.ImportKeyRequest
-	(*timestamppb.Timestamp)(nil),        // 35: google.protobuf.Timestamp
+	(*GetAuditKeyRequest)(nil),           // 34: kms.v1.GetAuditKeyRequest
+	(*GetAuditKeyResponse)(nil),          // 35: kms.v1.GetAuditKeyResponse
+	(*ImportKeyRequest)(nil),             // 36: kms.v1.ImportKeyRequest
+	(*timestamppb.Timestamp)(nil),        // 37: google.protobuf.Timestamp
 }
 var file_kms_v1_kms_proto_depIdxs = []int32{
-	35, // 0: kms.v1.GetChallengeResponse.expires_at:type_name -> google.protobuf.Timestamp
+	37, // 0: kms.v1.GetChallengeResponse.expires_at:type_name -> google.protobuf.Timestamp
 	0,  // 1: kms.v1.WrappingKey.algorithm:type_name -> kms.v1.WrappingAlgorithm
 	6,  // 2: kms.v1.Evidence.tpm_quote:type_name -> kms.v1.TPMQuote
 	5,  // 3: kms.v1.ReleaseKeyRequest.evidence:type_name -> kms.v1.Evidence
 	4,  // 4: kms.v1.ReleaseKeyRequest.wrapping_key:type_name -> kms.v1.WrappingKey
-	35, // 5: kms.v1.ReleaseKeyResponse.not_before:type_name -> google.protobuf.Timestamp
-	35, // 6: kms.v1.ReleaseKeyResponse.not_after:type_name -> google.protobuf.Timestamp
+	37, // 5: kms.v1.ReleaseKeyResponse.not_before:type_name -> google.protobuf.Timestamp
+	37, // 6: kms.v1.ReleaseKeyResponse.not_after:type_name -> google.protobuf.Timestamp
 	1,  // 7: kms.v1.PublicKey.state:type_name -> kms.v1.KeyState
-	35, // 8: kms.v1.PublicKey.not_before:type_name -> google.protobuf.Timestamp
-	35, // 9: kms.v1.PublicKey.not_after:type_name -> google.protobuf.Timestamp
+	37, // 8: kms.v1.PublicKey.not_before:type_name -> google.protobuf.Timestamp
+	37, // 9: kms.v1.PublicKey.not_after:type_name -> google.protobuf.Timestamp
 	10, // 10: kms.v1.ListPublicKeysResponse.keys:type_name -> kms.v1.PublicKey
 	12, // 11: kms.v1.CreateKeySetRequest.settings:type_name -> kms.v1.KeySetSettings
 	12, // 12: kms.v1.KeySet.settings:type_name -> kms.v1.KeySetSettings
-	35, // 13: kms.v1.KeySet.created_at:type_name -> google.protobuf.Timestamp
+	37, // 13: kms.v1.KeySet.created_at:type_name -> google.protobuf.Timestamp
 	14, // 14: kms.v1.ListKeySetsResponse.keysets:type_name -> kms.v1.KeySet
 	1,  // 15: kms.v1.KeyInfo.state:type_name -> kms.v1.KeyState
-	35, // 16: kms.v1.KeyInfo.created_at:type_name -> google.protobuf.Timestamp
-	35, // 17: kms.v1.KeyInfo.activates_at:type_name -> google.protobuf.Timestamp
-	35, // 18: kms.v1.KeyInfo.expires_at:type_name -> google.protobuf.Timestamp
-	35, // 19: kms.v1.KeyInfo.destroy_after:type_name -> google.protobuf.Timestamp
+	37, // 16: kms.v1.KeyInfo.created_at:type_name -> google.protobuf.Timestamp
+	37, // 17: kms.v1.KeyInfo.activates_at:type_name -> google.protobuf.Timestamp
+	37, // 18: kms.v1.KeyInfo.expires_at:type_name -> google.protobuf.Timestamp
+	37, // 19: kms.v1.KeyInfo.destroy_after:type_name -> google.protobuf.Timestamp
 	18, // 20: kms.v1.ListKeysResponse.keys:type_name -> kms.v1.KeyInfo
 	1,  // 21: kms.v1.SetKeyStateRequest.state:type_name -> kms.v1.KeyState
-	35, // 22: kms.v1.KEKStatus.last_checked:type_name -> google.protobuf.Timestamp
-	35, // 23: kms.v1.KEKStatus.last_ok:type_name -> google.protobuf.Timestamp
+	37, // 22: kms.v1.KEKStatus.last_checked:type_name -> google.protobuf.Timestamp
+	37, // 23: kms.v1.KEKStatus.last_ok:type_name -> google.protobuf.Timestamp
 	27, // 24: kms.v1.GetKEKStatusResponse.keysets:type_name -> kms.v1.KEKStatus
 	27, // 25: kms.v1.RotateKEKResponse.keysets:type_name -> kms.v1.KEKStatus
 	2,  // 26: kms.v1.KeyRelease.GetChallenge:input_type -> kms.v1.GetChallengeRequest
@@ -2350,24 +2438,26 @@ var file_kms_v1_kms_proto_depIdxs = []int32{
 	29, // 37: kms.v1.Admin.RotateKEK:input_type -> kms.v1.RotateKEKRequest
 	31, // 38: kms.v1.Admin.RotateIntermediateKey:input_type -> kms.v1.RotateIntermediateKeyRequest
 	32, // 39: kms.v1.Admin.GetImportKey:input_type -> kms.v1.GetImportKeyRequest
-	34, // 40: kms.v1.Admin.ImportKey:input_type -> kms.v1.ImportKeyRequest
-	3,  // 41: kms.v1.KeyRelease.GetChallenge:output_type -> kms.v1.GetChallengeResponse
-	8,  // 42: kms.v1.KeyRelease.ReleaseKey:output_type -> kms.v1.ReleaseKeyResponse
-	11, // 43: kms.v1.KeyRelease.ListPublicKeys:output_type -> kms.v1.ListPublicKeysResponse
-	14, // 44: kms.v1.Admin.CreateKeySet:output_type -> kms.v1.KeySet
-	16, // 45: kms.v1.Admin.ListKeySets:output_type -> kms.v1.ListKeySetsResponse
-	18, // 46: kms.v1.Admin.RotateKeys:output_type -> kms.v1.KeyInfo
-	20, // 47: kms.v1.Admin.ListKeys:output_type -> kms.v1.ListKeysResponse
-	18, // 48: kms.v1.Admin.SetKeyState:output_type -> kms.v1.KeyInfo
-	23, // 49: kms.v1.Admin.SetPolicy:output_type -> kms.v1.SetPolicyResponse
-	25, // 50: kms.v1.Admin.GetPolicy:output_type -> kms.v1.GetPolicyResponse
-	28, // 51: kms.v1.Admin.GetKEKStatus:output_type -> kms.v1.GetKEKStatusResponse
-	30, // 52: kms.v1.Admin.RotateKEK:output_type -> kms.v1.RotateKEKResponse
-	27, // 53: kms.v1.Admin.RotateIntermediateKey:output_type -> kms.v1.KEKStatus
-	33, // 54: kms.v1.Admin.GetImportKey:output_type -> kms.v1.GetImportKeyResponse
-	18, // 55: kms.v1.Admin.ImportKey:output_type -> kms.v1.KeyInfo
-	41, // [41:56] is the sub-list for method output_type
-	26, // [26:41] is the sub-list for method input_type
+	36, // 40: kms.v1.Admin.ImportKey:input_type -> kms.v1.ImportKeyRequest
+	34, // 41: kms.v1.Admin.GetAuditKey:input_type -> kms.v1.GetAuditKeyRequest
+	3,  // 42: kms.v1.KeyRelease.GetChallenge:output_type -> kms.v1.GetChallengeResponse
+	8,  // 43: kms.v1.KeyRelease.ReleaseKey:output_type -> kms.v1.ReleaseKeyResponse
+	11, // 44: kms.v1.KeyRelease.ListPublicKeys:output_type -> kms.v1.ListPublicKeysResponse
+	14, // 45: kms.v1.Admin.CreateKeySet:output_type -> kms.v1.KeySet
+	16, // 46: kms.v1.Admin.ListKeySets:output_type -> kms.v1.ListKeySetsResponse
+	18, // 47: kms.v1.Admin.RotateKeys:output_type -> kms.v1.KeyInfo
+	20, // 48: kms.v1.Admin.ListKeys:output_type -> kms.v1.ListKeysResponse
+	18, // 49: kms.v1.Admin.SetKeyState:output_type -> kms.v1.KeyInfo
+	23, // 50: kms.v1.Admin.SetPolicy:output_type -> kms.v1.SetPolicyResponse
+	25, // 51: kms.v1.Admin.GetPolicy:output_type -> kms.v1.GetPolicyResponse
+	28, // 52: kms.v1.Admin.GetKEKStatus:output_type -> kms.v1.GetKEKStatusResponse
+	30, // 53: kms.v1.Admin.RotateKEK:output_type -> kms.v1.RotateKEKResponse
+	27, // 54: kms.v1.Admin.RotateIntermediateKey:output_type -> kms.v1.KEKStatus
+	33, // 55: kms.v1.Admin.GetImportKey:output_type -> kms.v1.GetImportKeyResponse
+	18, // 56: kms.v1.Admin.ImportKey:output_type -> kms.v1.KeyInfo
+	35, // 57: kms.v1.Admin.GetAuditKey:output_type -> kms.v1.GetAuditKeyResponse
+	42, // [42:58] is the sub-list for method output_type
+	26, // [26:42] is the sub-list for method input_type
 	26, // [26:26] is the sub-list for extension type_name
 	26, // [26:26] is the sub-list for extension extendee
 	0,  // [0:26] is the sub-list for field type_name
@@ -2384,7 +2474,7 @@ func file_kms_v1_kms_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kms_v1_kms_proto_rawDesc), len(file_kms_v1_kms_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   33,
+			NumMessages:   35,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -232,6 +232,7 @@ const (
 	Admin_RotateIntermediateKey_FullMethodName = "/kms.v1.Admin/RotateIntermediateKey"
 	Admin_GetImportKey_FullMethodName          = "/kms.v1.Admin/GetImportKey"
 	Admin_ImportKey_FullMethodName             = "/kms.v1.Admin/ImportKey"
+	Admin_GetAuditKey_FullMethodName           = "/kms.v1.Admin/GetAuditKey"
 )
 
 // AdminClient is the client API for Admin service.
@@ -260,6 +261,9 @@ type AdminClient interface {
 	// BYOK: imports an X25519 private key wrapped with CKM_RSA_AES_KEY_WRAP
 	// to the import key as a new, active key version.
 	ImportKey(ctx context.Context, in *ImportKeyRequest, opts ...grpc.CallOption) (*KeyInfo, error)
+	// The audit key's Ed25519 public key, which verifies the audit log's
+	// checkpoints (kms audit verify --public-key).
+	GetAuditKey(ctx context.Context, in *GetAuditKeyRequest, opts ...grpc.CallOption) (*GetAuditKeyResponse, error)
 }
 
 type adminClient struct {
@@ -390,6 +394,16 @@ func (c *adminClient) ImportKey(ctx context.Context, in *ImportKeyRequest, opts 
 	return out, nil
 }
 
+func (c *adminClient) GetAuditKey(ctx context.Context, in *GetAuditKeyRequest, opts ...grpc.CallOption) (*GetAuditKeyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetAuditKeyResponse)
+	err := c.cc.Invoke(ctx, Admin_GetAuditKey_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServer is the server API for Admin service.
 // All implementations must embed UnimplementedAdminServer
 // for forward compatibility.
@@ -416,6 +430,9 @@ type AdminServer interface {
 	// BYOK: imports an X25519 private key wrapped with CKM_RSA_AES_KEY_WRAP
 	// to the import key as a new, active key version.
 	ImportKey(context.Context, *ImportKeyRequest) (*KeyInfo, error)
+	// The audit key's Ed25519 public key, which verifies the audit log's
+	// checkpoints (kms audit verify --public-key).
+	GetAuditKey(context.Context, *GetAuditKeyRequest) (*GetAuditKeyResponse, error)
 	mustEmbedUnimplementedAdminServer()
 }
 
@@ -461,6 +478,9 @@ func (UnimplementedAdminServer) GetImportKey(context.Context, *GetImportKeyReque
 }
 func (UnimplementedAdminServer) ImportKey(context.Context, *ImportKeyRequest) (*KeyInfo, error) {
 	return nil, status.Error(codes.Unimplemented, "method ImportKey not implemented")
+}
+func (UnimplementedAdminServer) GetAuditKey(context.Context, *GetAuditKeyRequest) (*GetAuditKeyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetAuditKey not implemented")
 }
 func (UnimplementedAdminServer) mustEmbedUnimplementedAdminServer() {}
 func (UnimplementedAdminServer) testEmbeddedByValue()               {}
@@ -699,6 +719,24 @@ func _Admin_ImportKey_Handler(srv interface{}, ctx context.Context, dec func(int
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Admin_GetAuditKey_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetAuditKeyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).GetAuditKey(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_GetAuditKey_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).GetAuditKey(ctx, req.(*GetAuditKeyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Admin_ServiceDesc is the grpc.ServiceDesc for Admin service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -753,6 +791,10 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ImportKey",
 			Handler:    _Admin_ImportKey_Handler,
+		},
+		{
+			MethodName: "GetAuditKey",
+			Handler:    _Admin_GetAuditKey_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
