@@ -5,7 +5,7 @@ BIN       := bin
 PKGS      := ./...
 FUZZTIME  ?= 10s
 
-.PHONY: all build test demo bench proto proto-check lint fuzz clean fixtures
+.PHONY: all build test demo ha-demo bench proto proto-check lint fuzz clean fixtures
 
 all: build
 
@@ -18,6 +18,11 @@ test:
 
 demo: build
 	./scripts/demo.sh
+
+# Three kms serve replicas on a three-member development etcd cluster:
+# rotation leader failover, an etcd member lost, per-replica audit logs.
+ha-demo: build
+	./scripts/ha-demo.sh
 
 bench:
 	./scripts/bench.sh

@@ -49,14 +49,15 @@ func (s *Server) startNetworkAdmin(ctx context.Context, tlsCfg *tls.Config) erro
 		}
 		auth.Tokens = v
 	}
-	opts, err := NewAdminAuth(auth)
+	authOpts, err := NewAdminAuth(auth)
 	if err != nil {
 		return err
 	}
+	// The request id first, so refused calls carry one too.
+	opts := append([]grpc.ServerOption{grpc.ChainUnaryInterceptor(UnaryRequestID())}, authOpts...)
 	opts = append(opts,
 		grpc.Creds(credentials.NewTLS(AdminTLSConfig(tlsCfg, auth.ClientCAs))),
-		grpc.MaxRecvMsgSize(1<<20),
-		grpc.ChainUnaryInterceptor(UnaryRequestID()))
+		grpc.MaxRecvMsgSize(1<<20))
 	lis, err := net.Listen("tcp", s.cfg.Listen.Admin)
 	if err != nil {
 		return fmt.Errorf("listening for the network admin API: %w", err)

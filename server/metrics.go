@@ -58,7 +58,7 @@ func NewMetrics() *Metrics {
 		reg: prometheus.NewRegistry(),
 		releases: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: metricsNamespace, Name: "releases_total",
-			Help: "Key release decisions by outcome (granted, denied, error) and refusal reason.",
+			Help: "Key release decisions by outcome (granted or denied) and refusal reason.",
 		}, []string{"outcome", "reason"}),
 		verification: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: metricsNamespace, Name: "evidence_verification_seconds",

@@ -70,7 +70,7 @@ func TestMetricsScrapeExactSeries(t *testing.T) {
 	})
 
 	obsScrape(t, m, `
-# HELP kms_releases_total Key release decisions by outcome (granted, denied, error) and refusal reason.
+# HELP kms_releases_total Key release decisions by outcome (granted or denied) and refusal reason.
 # TYPE kms_releases_total counter
 kms_releases_total{outcome="denied",reason="POLICY_DENIED"} 1
 kms_releases_total{outcome="granted",reason=""} 2

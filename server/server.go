@@ -249,8 +249,9 @@ func newWithStore(ctx context.Context, cfg *config.Config, log *slog.Logger, b *
 	}
 	metrics := NewMetrics()
 	metrics.RegisterKeyStates(KeyStateCounts(keys, 2*time.Second))
-	// The audit log shares the key store's file (its own bucket), so a
-	// backup of the store is a backup of the log.
+	// On one node the audit log shares the key store's file (its own
+	// bucket), so a backup of the store is a backup of the log; on etcd
+	// each replica keeps its own chain in store.etcd.audit_file.
 	auditDB, err := b.auditDB(cfg)
 	if err != nil {
 		return nil, err
