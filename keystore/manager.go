@@ -211,24 +211,11 @@ func (m *Manager) ListKeySets(ctx context.Context) ([]*KeySet, error) {
 }
 
 // SetPolicy stores a new release policy document for keyset and returns its
-// version. The document is not parsed here; callers validate it with the
-// policy package first.
+// version; the previous version is kept (KeySet.PolicyHistory). The
+// document is not parsed here; callers validate it with the policy package
+// first. SetPolicyAs also records who set it.
 func (m *Manager) SetPolicy(ctx context.Context, keyset string, policyYAML []byte) (int, error) {
-	if err := checkPolicySize(policyYAML); err != nil {
-		return 0, fmt.Errorf("set policy of %q: %w", keyset, err)
-	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	ks, err := m.KeySet(ctx, keyset)
-	if err != nil {
-		return 0, fmt.Errorf("set policy: %w", err)
-	}
-	ks.Policy, ks.PolicyVersion, ks.PolicyUpdated = slices.Clone(policyYAML), ks.PolicyVersion+1, m.clock()
-	if err := m.store.UpdateKeySet(ctx, ks); err != nil {
-		return 0, fmt.Errorf("set policy of %q: %w", keyset, err)
-	}
-	m.log.Info("release policy set", "keyset", keyset, "policy_version", ks.PolicyVersion)
-	return ks.PolicyVersion, nil
+	return m.SetPolicyAs(ctx, keyset, policyYAML, "")
 }
 
 func checkPolicySize(p []byte) error {

@@ -148,6 +148,15 @@ type KeySet struct {
 	PolicyVersion int
 	// PolicyUpdated is when PolicyVersion was set; zero if never.
 	PolicyUpdated time.Time
+	// PolicySetBy names who set the current policy (the authenticated
+	// admin principal); empty when unknown, e.g. the local admin socket.
+	PolicySetBy string
+	// PolicyRollbackOf is the earlier version whose content the current
+	// version restored (RollbackPolicy); 0 if it was set directly.
+	PolicyRollbackOf int
+	// PolicyHistory holds every earlier policy version, oldest first.
+	// Versions are only ever appended: a rollback adds a new version.
+	PolicyHistory []PolicyRevision
 	Created       time.Time
 	// Intermediates are the key set's level-2 keys (AES-256), each wrapped
 	// by the root KEK, ordered by generation. Usually one; two while
@@ -175,6 +184,7 @@ func (ks *KeySet) Clone() *KeySet {
 	}
 	c := *ks
 	c.Policy = slices.Clone(ks.Policy)
+	c.PolicyHistory = clonePolicyHistory(ks.PolicyHistory)
 	c.Intermediates = make([]Intermediate, len(ks.Intermediates))
 	for i, in := range ks.Intermediates {
 		c.Intermediates[i] = in

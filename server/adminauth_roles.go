@@ -43,6 +43,7 @@ var adminMethodRoles = map[string][]AdminRole{
 	kmsv1.Admin_RotateKeys_FullMethodName:            {RoleAdmin, RoleOperator},
 	kmsv1.Admin_SetKeyState_FullMethodName:           {RoleAdmin, RoleOperator},
 	kmsv1.Admin_SetPolicy_FullMethodName:             {RoleAdmin, RoleOperator},
+	kmsv1.Admin_RollbackPolicy_FullMethodName:        {RoleAdmin, RoleOperator},
 	kmsv1.Admin_RotateKEK_FullMethodName:             {RoleAdmin, RoleOperator},
 	kmsv1.Admin_RotateIntermediateKey_FullMethodName: {RoleAdmin, RoleOperator},
 	// GetImportKey is the first step of an import, and it creates the
@@ -50,11 +51,12 @@ var adminMethodRoles = map[string][]AdminRole{
 	kmsv1.Admin_GetImportKey_FullMethodName: {RoleAdmin, RoleOperator},
 	kmsv1.Admin_ImportKey_FullMethodName:    {RoleAdmin, RoleOperator},
 
-	kmsv1.Admin_ListKeySets_FullMethodName:  {RoleAdmin, RoleAuditor},
-	kmsv1.Admin_ListKeys_FullMethodName:     {RoleAdmin, RoleAuditor},
-	kmsv1.Admin_GetPolicy_FullMethodName:    {RoleAdmin, RoleAuditor},
-	kmsv1.Admin_GetKEKStatus_FullMethodName: {RoleAdmin, RoleAuditor},
-	kmsv1.Admin_GetAuditKey_FullMethodName:  {RoleAdmin, RoleAuditor},
+	kmsv1.Admin_ListKeySets_FullMethodName:      {RoleAdmin, RoleAuditor},
+	kmsv1.Admin_ListKeys_FullMethodName:         {RoleAdmin, RoleAuditor},
+	kmsv1.Admin_GetPolicy_FullMethodName:        {RoleAdmin, RoleAuditor},
+	kmsv1.Admin_GetPolicyHistory_FullMethodName: {RoleAdmin, RoleAuditor},
+	kmsv1.Admin_GetKEKStatus_FullMethodName:     {RoleAdmin, RoleAuditor},
+	kmsv1.Admin_GetAuditKey_FullMethodName:      {RoleAdmin, RoleAuditor},
 }
 
 // AdminMethodRoles returns the roles allowed to call fullMethod

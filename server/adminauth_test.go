@@ -270,6 +270,7 @@ var adminPolicy = map[string][]string{
 	"RotateKeys":            {"admin", "operator"},
 	"SetKeyState":           {"admin", "operator"},
 	"SetPolicy":             {"admin", "operator"},
+	"RollbackPolicy":        {"admin", "operator"},
 	"RotateKEK":             {"admin", "operator"},
 	"RotateIntermediateKey": {"admin", "operator"},
 	"GetImportKey":          {"admin", "operator"},
@@ -277,6 +278,7 @@ var adminPolicy = map[string][]string{
 	"ListKeySets":           {"admin", "auditor"},
 	"ListKeys":              {"admin", "auditor"},
 	"GetPolicy":             {"admin", "auditor"},
+	"GetPolicyHistory":      {"admin", "auditor"},
 	"GetKEKStatus":          {"admin", "auditor"},
 	"GetAuditKey":           {"admin", "auditor"},
 }

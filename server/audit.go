@@ -163,6 +163,7 @@ var adminCallKinds = map[string]audit.Kind{
 	"ImportKey":             audit.KindRotation,
 	"SetKeyState":           audit.KindStateChange,
 	"SetPolicy":             audit.KindPolicyChange,
+	"RollbackPolicy":        audit.KindPolicyChange,
 	"RotateKEK":             audit.KindKEK,
 	"RotateIntermediateKey": audit.KindKEK,
 }

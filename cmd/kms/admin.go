@@ -349,6 +349,6 @@ func newPolicyCmd() *cobra.Command {
 		a.register(c)
 		c.Flags().StringVar(&keyset, "keyset", "default", "key set")
 	}
-	cmd.AddCommand(validate, get, set, newPolicyExplainCmd())
+	cmd.AddCommand(validate, withPolicyVersion(get, a, &keyset), set, newPolicyExplainCmd(), newPolicyHistoryCmd(), newPolicyDiffCmd(), newPolicyRollbackCmd())
 	return cmd
 }

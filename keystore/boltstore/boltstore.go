@@ -11,7 +11,8 @@
 //	metadata/<name>                  -> metadataRecord (JSON)
 //
 // Fields added since schema 1 was first written (a key set's intermediate
-// keys, a sealed key's generation and algorithm, the metadata bucket) are
+// keys, a sealed key's generation and algorithm, the metadata bucket, a key
+// set's earlier policy versions) are
 // optional in the JSON, so older files open unchanged.
 package boltstore
 
@@ -506,6 +507,44 @@ type policyRecord struct {
 	Version int        `json:"version"`
 	YAML    []byte     `json:"yaml,omitempty"`
 	Updated *time.Time `json:"updated,omitempty"`
+	// SetBy, RollbackOf and History were added after schema 1 was first
+	// written; absent, the set simply has no recorded earlier versions.
+	SetBy      string                 `json:"set_by,omitempty"`
+	RollbackOf int                    `json:"rollback_of,omitempty"`
+	History    []policyRevisionRecord `json:"history,omitempty"`
+}
+
+// policyRevisionRecord is one earlier policy version, oldest first.
+type policyRevisionRecord struct {
+	Version    int       `json:"version"`
+	YAML       []byte    `json:"yaml"`
+	Set        time.Time `json:"set"`
+	SetBy      string    `json:"set_by,omitempty"`
+	RollbackOf int       `json:"rollback_of,omitempty"`
+}
+
+func encodePolicy(ks *keystore.KeySet) policyRecord {
+	r := policyRecord{Version: ks.PolicyVersion, YAML: ks.Policy, Updated: optTime(ks.PolicyUpdated),
+		SetBy: ks.PolicySetBy, RollbackOf: ks.PolicyRollbackOf}
+	for _, h := range ks.PolicyHistory {
+		r.History = append(r.History, policyRevisionRecord{Version: h.Version, YAML: h.YAML, Set: h.Set, SetBy: h.SetBy, RollbackOf: h.RollbackOf})
+	}
+	return r
+}
+
+// decodePolicy fills ks's policy fields from r and checks the history.
+func decodePolicy(ks *keystore.KeySet, r policyRecord) error {
+	ks.Policy, ks.PolicyVersion, ks.PolicySetBy, ks.PolicyRollbackOf = r.YAML, r.Version, r.SetBy, r.RollbackOf
+	if r.Updated != nil {
+		ks.PolicyUpdated = *r.Updated
+	}
+	for _, h := range r.History {
+		ks.PolicyHistory = append(ks.PolicyHistory, keystore.PolicyRevision{Version: h.Version, YAML: h.YAML, Set: h.Set, SetBy: h.SetBy, RollbackOf: h.RollbackOf})
+	}
+	if err := ks.CheckPolicyHistory(); err != nil {
+		return fmt.Errorf("boltstore: decode key set record: %w", err)
+	}
+	return nil
 }
 
 type keyRecord struct {
@@ -547,7 +586,7 @@ func encodeKeySet(ks *keystore.KeySet, rev uint64) ([]byte, error) {
 			PendingLeadNS:    int64(ks.Settings.PendingLead),
 			RetentionNS:      int64(ks.Settings.Retention),
 		},
-		Policy:   policyRecord{Version: ks.PolicyVersion, YAML: ks.Policy, Updated: optTime(ks.PolicyUpdated)},
+		Policy:   encodePolicy(ks),
 		Created:  ks.Created,
 		Revision: rev,
 	}
@@ -582,13 +621,11 @@ func decodeKeySet(b []byte) (*keystore.KeySet, error) {
 			PendingLead:    time.Duration(r.Settings.PendingLeadNS),
 			Retention:      time.Duration(r.Settings.RetentionNS),
 		},
-		Policy:        r.Policy.YAML,
-		PolicyVersion: r.Policy.Version,
-		Created:       r.Created,
-		Revision:      r.Revision,
+		Created:  r.Created,
+		Revision: r.Revision,
 	}
-	if r.Policy.Updated != nil {
-		ks.PolicyUpdated = *r.Policy.Updated
+	if err := decodePolicy(ks, r.Policy); err != nil {
+		return nil, err
 	}
 	for _, in := range r.Intermediates {
 		w := in.Wrapped

@@ -1507,8 +1507,10 @@ func (x *SetPolicyResponse) GetVersion() int64 {
 }
 
 type GetPolicyRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Keyset        string                 `protobuf:"bytes,1,opt,name=keyset,proto3" json:"keyset,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Keyset string                 `protobuf:"bytes,1,opt,name=keyset,proto3" json:"keyset,omitempty"`
+	// 0: the current policy; otherwise that version, current or earlier.
+	Version       int64 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1550,10 +1552,23 @@ func (x *GetPolicyRequest) GetKeyset() string {
 	return ""
 }
 
+func (x *GetPolicyRequest) GetVersion() int64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
 type GetPolicyResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Policy        []byte                 `protobuf:"bytes,1,opt,name=policy,proto3" json:"policy,omitempty"`
-	Version       int64                  `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Policy  []byte                 `protobuf:"bytes,1,opt,name=policy,proto3" json:"policy,omitempty"`
+	Version int64                  `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
+	// When the version was set, and by which admin principal (empty when
+	// unknown, e.g. through the local admin socket).
+	SetAt *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=set_at,json=setAt,proto3" json:"set_at,omitempty"`
+	SetBy string                 `protobuf:"bytes,4,opt,name=set_by,json=setBy,proto3" json:"set_by,omitempty"`
+	// The earlier version a rollback restored; 0 if set directly.
+	RollbackOf    int64 `protobuf:"varint,5,opt,name=rollback_of,json=rollbackOf,proto3" json:"rollback_of,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1602,6 +1617,300 @@ func (x *GetPolicyResponse) GetVersion() int64 {
 	return 0
 }
 
+func (x *GetPolicyResponse) GetSetAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.SetAt
+	}
+	return nil
+}
+
+func (x *GetPolicyResponse) GetSetBy() string {
+	if x != nil {
+		return x.SetBy
+	}
+	return ""
+}
+
+func (x *GetPolicyResponse) GetRollbackOf() int64 {
+	if x != nil {
+		return x.RollbackOf
+	}
+	return 0
+}
+
+type GetPolicyHistoryRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Keyset        string                 `protobuf:"bytes,1,opt,name=keyset,proto3" json:"keyset,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetPolicyHistoryRequest) Reset() {
+	*x = GetPolicyHistoryRequest{}
+	mi := &file_kms_v1_kms_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetPolicyHistoryRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetPolicyHistoryRequest) ProtoMessage() {}
+
+func (x *GetPolicyHistoryRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kms_v1_kms_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetPolicyHistoryRequest.ProtoReflect.Descriptor instead.
+func (*GetPolicyHistoryRequest) Descriptor() ([]byte, []int) {
+	return file_kms_v1_kms_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *GetPolicyHistoryRequest) GetKeyset() string {
+	if x != nil {
+		return x.Keyset
+	}
+	return ""
+}
+
+type PolicyVersionInfo struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Version int64                  `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
+	SetAt   *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=set_at,json=setAt,proto3" json:"set_at,omitempty"`
+	SetBy   string                 `protobuf:"bytes,3,opt,name=set_by,json=setBy,proto3" json:"set_by,omitempty"`
+	// Size of the YAML document in bytes.
+	SizeBytes  int64 `protobuf:"varint,4,opt,name=size_bytes,json=sizeBytes,proto3" json:"size_bytes,omitempty"`
+	RollbackOf int64 `protobuf:"varint,5,opt,name=rollback_of,json=rollbackOf,proto3" json:"rollback_of,omitempty"`
+	// Whether this is the key set's current policy.
+	Current       bool `protobuf:"varint,6,opt,name=current,proto3" json:"current,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PolicyVersionInfo) Reset() {
+	*x = PolicyVersionInfo{}
+	mi := &file_kms_v1_kms_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PolicyVersionInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PolicyVersionInfo) ProtoMessage() {}
+
+func (x *PolicyVersionInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_kms_v1_kms_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PolicyVersionInfo.ProtoReflect.Descriptor instead.
+func (*PolicyVersionInfo) Descriptor() ([]byte, []int) {
+	return file_kms_v1_kms_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *PolicyVersionInfo) GetVersion() int64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *PolicyVersionInfo) GetSetAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.SetAt
+	}
+	return nil
+}
+
+func (x *PolicyVersionInfo) GetSetBy() string {
+	if x != nil {
+		return x.SetBy
+	}
+	return ""
+}
+
+func (x *PolicyVersionInfo) GetSizeBytes() int64 {
+	if x != nil {
+		return x.SizeBytes
+	}
+	return 0
+}
+
+func (x *PolicyVersionInfo) GetRollbackOf() int64 {
+	if x != nil {
+		return x.RollbackOf
+	}
+	return 0
+}
+
+func (x *PolicyVersionInfo) GetCurrent() bool {
+	if x != nil {
+		return x.Current
+	}
+	return false
+}
+
+type GetPolicyHistoryResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Newest first.
+	Versions      []*PolicyVersionInfo `protobuf:"bytes,1,rep,name=versions,proto3" json:"versions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetPolicyHistoryResponse) Reset() {
+	*x = GetPolicyHistoryResponse{}
+	mi := &file_kms_v1_kms_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetPolicyHistoryResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetPolicyHistoryResponse) ProtoMessage() {}
+
+func (x *GetPolicyHistoryResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kms_v1_kms_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetPolicyHistoryResponse.ProtoReflect.Descriptor instead.
+func (*GetPolicyHistoryResponse) Descriptor() ([]byte, []int) {
+	return file_kms_v1_kms_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *GetPolicyHistoryResponse) GetVersions() []*PolicyVersionInfo {
+	if x != nil {
+		return x.Versions
+	}
+	return nil
+}
+
+type RollbackPolicyRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Keyset string                 `protobuf:"bytes,1,opt,name=keyset,proto3" json:"keyset,omitempty"`
+	// The earlier version whose content becomes the new version.
+	Version       int64 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RollbackPolicyRequest) Reset() {
+	*x = RollbackPolicyRequest{}
+	mi := &file_kms_v1_kms_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RollbackPolicyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RollbackPolicyRequest) ProtoMessage() {}
+
+func (x *RollbackPolicyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kms_v1_kms_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RollbackPolicyRequest.ProtoReflect.Descriptor instead.
+func (*RollbackPolicyRequest) Descriptor() ([]byte, []int) {
+	return file_kms_v1_kms_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *RollbackPolicyRequest) GetKeyset() string {
+	if x != nil {
+		return x.Keyset
+	}
+	return ""
+}
+
+func (x *RollbackPolicyRequest) GetVersion() int64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+type RollbackPolicyResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The new version.
+	Version       int64 `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RollbackPolicyResponse) Reset() {
+	*x = RollbackPolicyResponse{}
+	mi := &file_kms_v1_kms_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RollbackPolicyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RollbackPolicyResponse) ProtoMessage() {}
+
+func (x *RollbackPolicyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kms_v1_kms_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RollbackPolicyResponse.ProtoReflect.Descriptor instead.
+func (*RollbackPolicyResponse) Descriptor() ([]byte, []int) {
+	return file_kms_v1_kms_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *RollbackPolicyResponse) GetVersion() int64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
 type GetKEKStatusRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1610,7 +1919,7 @@ type GetKEKStatusRequest struct {
 
 func (x *GetKEKStatusRequest) Reset() {
 	*x = GetKEKStatusRequest{}
-	mi := &file_kms_v1_kms_proto_msgTypes[24]
+	mi := &file_kms_v1_kms_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1622,7 +1931,7 @@ func (x *GetKEKStatusRequest) String() string {
 func (*GetKEKStatusRequest) ProtoMessage() {}
 
 func (x *GetKEKStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kms_v1_kms_proto_msgTypes[24]
+	mi := &file_kms_v1_kms_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1635,7 +1944,7 @@ func (x *GetKEKStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetKEKStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetKEKStatusRequest) Descriptor() ([]byte, []int) {
-	return file_kms_v1_kms_proto_rawDescGZIP(), []int{24}
+	return file_kms_v1_kms_proto_rawDescGZIP(), []int{29}
 }
 
 type KEKStatus struct {
@@ -1658,7 +1967,7 @@ type KEKStatus struct {
 
 func (x *KEKStatus) Reset() {
 	*x = KEKStatus{}
-	mi := &file_kms_v1_kms_proto_msgTypes[25]
+	mi := &file_kms_v1_kms_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1670,7 +1979,7 @@ func (x *KEKStatus) String() string {
 func (*KEKStatus) ProtoMessage() {}
 
 func (x *KEKStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_kms_v1_kms_proto_msgTypes[25]
+	mi := &file_kms_v1_kms_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1683,7 +1992,7 @@ func (x *KEKStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KEKStatus.ProtoReflect.Descriptor instead.
 func (*KEKStatus) Descriptor() ([]byte, []int) {
-	return file_kms_v1_kms_proto_rawDescGZIP(), []int{25}
+	return file_kms_v1_kms_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *KEKStatus) GetKeyset() string {
@@ -1758,7 +2067,7 @@ type GetKEKStatusResponse struct {
 
 func (x *GetKEKStatusResponse) Reset() {
 	*x = GetKEKStatusResponse{}
-	mi := &file_kms_v1_kms_proto_msgTypes[26]
+	mi := &file_kms_v1_kms_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1770,7 +2079,7 @@ func (x *GetKEKStatusResponse) String() string {
 func (*GetKEKStatusResponse) ProtoMessage() {}
 
 func (x *GetKEKStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kms_v1_kms_proto_msgTypes[26]
+	mi := &file_kms_v1_kms_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1783,7 +2092,7 @@ func (x *GetKEKStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetKEKStatusResponse.ProtoReflect.Descriptor instead.
 func (*GetKEKStatusResponse) Descriptor() ([]byte, []int) {
-	return file_kms_v1_kms_proto_rawDescGZIP(), []int{26}
+	return file_kms_v1_kms_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *GetKEKStatusResponse) GetKeysets() []*KEKStatus {
@@ -1802,7 +2111,7 @@ type RotateKEKRequest struct {
 
 func (x *RotateKEKRequest) Reset() {
 	*x = RotateKEKRequest{}
-	mi := &file_kms_v1_kms_proto_msgTypes[27]
+	mi := &file_kms_v1_kms_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1814,7 +2123,7 @@ func (x *RotateKEKRequest) String() string {
 func (*RotateKEKRequest) ProtoMessage() {}
 
 func (x *RotateKEKRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kms_v1_kms_proto_msgTypes[27]
+	mi := &file_kms_v1_kms_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1827,7 +2136,7 @@ func (x *RotateKEKRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateKEKRequest.ProtoReflect.Descriptor instead.
 func (*RotateKEKRequest) Descriptor() ([]byte, []int) {
-	return file_kms_v1_kms_proto_rawDescGZIP(), []int{27}
+	return file_kms_v1_kms_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *RotateKEKRequest) GetToUri() string {
@@ -1848,7 +2157,7 @@ type RotateKEKResponse struct {
 
 func (x *RotateKEKResponse) Reset() {
 	*x = RotateKEKResponse{}
-	mi := &file_kms_v1_kms_proto_msgTypes[28]
+	mi := &file_kms_v1_kms_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1860,7 +2169,7 @@ func (x *RotateKEKResponse) String() string {
 func (*RotateKEKResponse) ProtoMessage() {}
 
 func (x *RotateKEKResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kms_v1_kms_proto_msgTypes[28]
+	mi := &file_kms_v1_kms_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1873,7 +2182,7 @@ func (x *RotateKEKResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateKEKResponse.ProtoReflect.Descriptor instead.
 func (*RotateKEKResponse) Descriptor() ([]byte, []int) {
-	return file_kms_v1_kms_proto_rawDescGZIP(), []int{28}
+	return file_kms_v1_kms_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *RotateKEKResponse) GetRewrapped() []string {
@@ -1899,7 +2208,7 @@ type RotateIntermediateKeyRequest struct {
 
 func (x *RotateIntermediateKeyRequest) Reset() {
 	*x = RotateIntermediateKeyRequest{}
-	mi := &file_kms_v1_kms_proto_msgTypes[29]
+	mi := &file_kms_v1_kms_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1911,7 +2220,7 @@ func (x *RotateIntermediateKeyRequest) String() string {
 func (*RotateIntermediateKeyRequest) ProtoMessage() {}
 
 func (x *RotateIntermediateKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kms_v1_kms_proto_msgTypes[29]
+	mi := &file_kms_v1_kms_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1924,7 +2233,7 @@ func (x *RotateIntermediateKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateIntermediateKeyRequest.ProtoReflect.Descriptor instead.
 func (*RotateIntermediateKeyRequest) Descriptor() ([]byte, []int) {
-	return file_kms_v1_kms_proto_rawDescGZIP(), []int{29}
+	return file_kms_v1_kms_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *RotateIntermediateKeyRequest) GetKeyset() string {
@@ -1942,7 +2251,7 @@ type GetImportKeyRequest struct {
 
 func (x *GetImportKeyRequest) Reset() {
 	*x = GetImportKeyRequest{}
-	mi := &file_kms_v1_kms_proto_msgTypes[30]
+	mi := &file_kms_v1_kms_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1954,7 +2263,7 @@ func (x *GetImportKeyRequest) String() string {
 func (*GetImportKeyRequest) ProtoMessage() {}
 
 func (x *GetImportKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kms_v1_kms_proto_msgTypes[30]
+	mi := &file_kms_v1_kms_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1967,7 +2276,7 @@ func (x *GetImportKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetImportKeyRequest.ProtoReflect.Descriptor instead.
 func (*GetImportKeyRequest) Descriptor() ([]byte, []int) {
-	return file_kms_v1_kms_proto_rawDescGZIP(), []int{30}
+	return file_kms_v1_kms_proto_rawDescGZIP(), []int{35}
 }
 
 type GetImportKeyResponse struct {
@@ -1983,7 +2292,7 @@ type GetImportKeyResponse struct {
 
 func (x *GetImportKeyResponse) Reset() {
 	*x = GetImportKeyResponse{}
-	mi := &file_kms_v1_kms_proto_msgTypes[31]
+	mi := &file_kms_v1_kms_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1995,7 +2304,7 @@ func (x *GetImportKeyResponse) String() string {
 func (*GetImportKeyResponse) ProtoMessage() {}
 
 func (x *GetImportKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kms_v1_kms_proto_msgTypes[31]
+	mi := &file_kms_v1_kms_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2008,7 +2317,7 @@ func (x *GetImportKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetImportKeyResponse.ProtoReflect.Descriptor instead.
 func (*GetImportKeyResponse) Descriptor() ([]byte, []int) {
-	return file_kms_v1_kms_proto_rawDescGZIP(), []int{31}
+	return file_kms_v1_kms_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *GetImportKeyResponse) GetPublicKey() []byte {
@@ -2033,7 +2342,7 @@ type GetAuditKeyRequest struct {
 
 func (x *GetAuditKeyRequest) Reset() {
 	*x = GetAuditKeyRequest{}
-	mi := &file_kms_v1_kms_proto_msgTypes[32]
+	mi := &file_kms_v1_kms_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2045,7 +2354,7 @@ func (x *GetAuditKeyRequest) String() string {
 func (*GetAuditKeyRequest) ProtoMessage() {}
 
 func (x *GetAuditKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kms_v1_kms_proto_msgTypes[32]
+	mi := &file_kms_v1_kms_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2058,7 +2367,7 @@ func (x *GetAuditKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAuditKeyRequest.ProtoReflect.Descriptor instead.
 func (*GetAuditKeyRequest) Descriptor() ([]byte, []int) {
-	return file_kms_v1_kms_proto_rawDescGZIP(), []int{32}
+	return file_kms_v1_kms_proto_rawDescGZIP(), []int{37}
 }
 
 type GetAuditKeyResponse struct {
@@ -2071,7 +2380,7 @@ type GetAuditKeyResponse struct {
 
 func (x *GetAuditKeyResponse) Reset() {
 	*x = GetAuditKeyResponse{}
-	mi := &file_kms_v1_kms_proto_msgTypes[33]
+	mi := &file_kms_v1_kms_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2083,7 +2392,7 @@ func (x *GetAuditKeyResponse) String() string {
 func (*GetAuditKeyResponse) ProtoMessage() {}
 
 func (x *GetAuditKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kms_v1_kms_proto_msgTypes[33]
+	mi := &file_kms_v1_kms_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2096,7 +2405,7 @@ func (x *GetAuditKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAuditKeyResponse.ProtoReflect.Descriptor instead.
 func (*GetAuditKeyResponse) Descriptor() ([]byte, []int) {
-	return file_kms_v1_kms_proto_rawDescGZIP(), []int{33}
+	return file_kms_v1_kms_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *GetAuditKeyResponse) GetPublicKey() []byte {
@@ -2116,7 +2425,7 @@ type ImportKeyRequest struct {
 
 func (x *ImportKeyRequest) Reset() {
 	*x = ImportKeyRequest{}
-	mi := &file_kms_v1_kms_proto_msgTypes[34]
+	mi := &file_kms_v1_kms_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2128,7 +2437,7 @@ func (x *ImportKeyRequest) String() string {
 func (*ImportKeyRequest) ProtoMessage() {}
 
 func (x *ImportKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kms_v1_kms_proto_msgTypes[34]
+	mi := &file_kms_v1_kms_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2141,7 +2450,7 @@ func (x *ImportKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportKeyRequest.ProtoReflect.Descriptor instead.
 func (*ImportKeyRequest) Descriptor() ([]byte, []int) {
-	return file_kms_v1_kms_proto_rawDescGZIP(), []int{34}
+	return file_kms_v1_kms_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *ImportKeyRequest) GetKeyset() string {
@@ -2268,12 +2577,35 @@ const file_kms_v1_kms_proto_rawDesc = "" +
 	"\x06keyset\x18\x01 \x01(\tR\x06keyset\x12\x16\n" +
 	"\x06policy\x18\x02 \x01(\fR\x06policy\"-\n" +
 	"\x11SetPolicyResponse\x12\x18\n" +
-	"\aversion\x18\x01 \x01(\x03R\aversion\"*\n" +
+	"\aversion\x18\x01 \x01(\x03R\aversion\"D\n" +
 	"\x10GetPolicyRequest\x12\x16\n" +
-	"\x06keyset\x18\x01 \x01(\tR\x06keyset\"E\n" +
+	"\x06keyset\x18\x01 \x01(\tR\x06keyset\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\x03R\aversion\"\xb0\x01\n" +
 	"\x11GetPolicyResponse\x12\x16\n" +
 	"\x06policy\x18\x01 \x01(\fR\x06policy\x12\x18\n" +
-	"\aversion\x18\x02 \x01(\x03R\aversion\"\x15\n" +
+	"\aversion\x18\x02 \x01(\x03R\aversion\x121\n" +
+	"\x06set_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x05setAt\x12\x15\n" +
+	"\x06set_by\x18\x04 \x01(\tR\x05setBy\x12\x1f\n" +
+	"\vrollback_of\x18\x05 \x01(\x03R\n" +
+	"rollbackOf\"1\n" +
+	"\x17GetPolicyHistoryRequest\x12\x16\n" +
+	"\x06keyset\x18\x01 \x01(\tR\x06keyset\"\xd1\x01\n" +
+	"\x11PolicyVersionInfo\x12\x18\n" +
+	"\aversion\x18\x01 \x01(\x03R\aversion\x121\n" +
+	"\x06set_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x05setAt\x12\x15\n" +
+	"\x06set_by\x18\x03 \x01(\tR\x05setBy\x12\x1d\n" +
+	"\n" +
+	"size_bytes\x18\x04 \x01(\x03R\tsizeBytes\x12\x1f\n" +
+	"\vrollback_of\x18\x05 \x01(\x03R\n" +
+	"rollbackOf\x12\x18\n" +
+	"\acurrent\x18\x06 \x01(\bR\acurrent\"Q\n" +
+	"\x18GetPolicyHistoryResponse\x125\n" +
+	"\bversions\x18\x01 \x03(\v2\x19.kms.v1.PolicyVersionInfoR\bversions\"I\n" +
+	"\x15RollbackPolicyRequest\x12\x16\n" +
+	"\x06keyset\x18\x01 \x01(\tR\x06keyset\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\x03R\aversion\"2\n" +
+	"\x16RollbackPolicyResponse\x12\x18\n" +
+	"\aversion\x18\x01 \x01(\x03R\aversion\"\x15\n" +
 	"\x13GetKEKStatusRequest\"\xbb\x02\n" +
 	"\tKEKStatus\x12\x16\n" +
 	"\x06keyset\x18\x01 \x01(\tR\x06keyset\x12\x17\n" +
@@ -2326,7 +2658,7 @@ const file_kms_v1_kms_proto_rawDesc = "" +
 	"\fGetChallenge\x12\x1b.kms.v1.GetChallengeRequest\x1a\x1c.kms.v1.GetChallengeResponse\x12C\n" +
 	"\n" +
 	"ReleaseKey\x12\x19.kms.v1.ReleaseKeyRequest\x1a\x1a.kms.v1.ReleaseKeyResponse\x12O\n" +
-	"\x0eListPublicKeys\x12\x1d.kms.v1.ListPublicKeysRequest\x1a\x1e.kms.v1.ListPublicKeysResponse2\xef\x06\n" +
+	"\x0eListPublicKeys\x12\x1d.kms.v1.ListPublicKeysRequest\x1a\x1e.kms.v1.ListPublicKeysResponse2\x97\b\n" +
 	"\x05Admin\x12;\n" +
 	"\fCreateKeySet\x12\x1b.kms.v1.CreateKeySetRequest\x1a\x0e.kms.v1.KeySet\x12F\n" +
 	"\vListKeySets\x12\x1a.kms.v1.ListKeySetsRequest\x1a\x1b.kms.v1.ListKeySetsResponse\x128\n" +
@@ -2335,7 +2667,9 @@ const file_kms_v1_kms_proto_rawDesc = "" +
 	"\bListKeys\x12\x17.kms.v1.ListKeysRequest\x1a\x18.kms.v1.ListKeysResponse\x12:\n" +
 	"\vSetKeyState\x12\x1a.kms.v1.SetKeyStateRequest\x1a\x0f.kms.v1.KeyInfo\x12@\n" +
 	"\tSetPolicy\x12\x18.kms.v1.SetPolicyRequest\x1a\x19.kms.v1.SetPolicyResponse\x12@\n" +
-	"\tGetPolicy\x12\x18.kms.v1.GetPolicyRequest\x1a\x19.kms.v1.GetPolicyResponse\x12I\n" +
+	"\tGetPolicy\x12\x18.kms.v1.GetPolicyRequest\x1a\x19.kms.v1.GetPolicyResponse\x12U\n" +
+	"\x10GetPolicyHistory\x12\x1f.kms.v1.GetPolicyHistoryRequest\x1a .kms.v1.GetPolicyHistoryResponse\x12O\n" +
+	"\x0eRollbackPolicy\x12\x1d.kms.v1.RollbackPolicyRequest\x1a\x1e.kms.v1.RollbackPolicyResponse\x12I\n" +
 	"\fGetKEKStatus\x12\x1b.kms.v1.GetKEKStatusRequest\x1a\x1c.kms.v1.GetKEKStatusResponse\x12@\n" +
 	"\tRotateKEK\x12\x18.kms.v1.RotateKEKRequest\x1a\x19.kms.v1.RotateKEKResponse\x12P\n" +
 	"\x15RotateIntermediateKey\x12$.kms.v1.RotateIntermediateKeyRequest\x1a\x11.kms.v1.KEKStatus\x12I\n" +
@@ -2356,7 +2690,7 @@ func file_kms_v1_kms_proto_rawDescGZIP() []byte {
 }
 
 var file_kms_v1_kms_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_kms_v1_kms_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
+var file_kms_v1_kms_proto_msgTypes = make([]protoimpl.MessageInfo, 40)
 var file_kms_v1_kms_proto_goTypes = []any{
 	(WrappingAlgorithm)(0),               // 0: kms.v1.WrappingAlgorithm
 	(KeyState)(0),                        // 1: kms.v1.KeyState
@@ -2384,83 +2718,95 @@ var file_kms_v1_kms_proto_goTypes = []any{
 	(*SetPolicyResponse)(nil),            // 23: kms.v1.SetPolicyResponse
 	(*GetPolicyRequest)(nil),             // 24: kms.v1.GetPolicyRequest
 	(*GetPolicyResponse)(nil),            // 25: kms.v1.GetPolicyResponse
-	(*GetKEKStatusRequest)(nil),          // 26: kms.v1.GetKEKStatusRequest
-	(*KEKStatus)(nil),                    // 27: kms.v1.KEKStatus
-	(*GetKEKStatusResponse)(nil),         // 28: kms.v1.GetKEKStatusResponse
-	(*RotateKEKRequest)(nil),             // 29: kms.v1.RotateKEKRequest
-	(*RotateKEKResponse)(nil),            // 30: kms.v1.RotateKEKResponse
-	(*RotateIntermediateKeyRequest)(nil), // 31: kms.v1.RotateIntermediateKeyRequest
-	(*GetImportKeyRequest)(nil),          // 32: kms.v1.GetImportKeyRequest
-	(*GetImportKeyResponse)(nil),         // 33: kms.v1.GetImportKeyResponse
-	(*GetAuditKeyRequest)(nil),           // 34: kms.v1.GetAuditKeyRequest
-	(*GetAuditKeyResponse)(nil),          // 35: kms.v1.GetAuditKeyResponse
-	(*ImportKeyRequest)(nil),             // 36: kms.v1.ImportKeyRequest
-	(*timestamppb.Timestamp)(nil),        // 37: google.protobuf.Timestamp
+	(*GetPolicyHistoryRequest)(nil),      // 26: kms.v1.GetPolicyHistoryRequest
+	(*PolicyVersionInfo)(nil),            // 27: kms.v1.PolicyVersionInfo
+	(*GetPolicyHistoryResponse)(nil),     // 28: kms.v1.GetPolicyHistoryResponse
+	(*RollbackPolicyRequest)(nil),        // 29: kms.v1.RollbackPolicyRequest
+	(*RollbackPolicyResponse)(nil),       // 30: kms.v1.RollbackPolicyResponse
+	(*GetKEKStatusRequest)(nil),          // 31: kms.v1.GetKEKStatusRequest
+	(*KEKStatus)(nil),                    // 32: kms.v1.KEKStatus
+	(*GetKEKStatusResponse)(nil),         // 33: kms.v1.GetKEKStatusResponse
+	(*RotateKEKRequest)(nil),             // 34: kms.v1.RotateKEKRequest
+	(*RotateKEKResponse)(nil),            // 35: kms.v1.RotateKEKResponse
+	(*RotateIntermediateKeyRequest)(nil), // 36: kms.v1.RotateIntermediateKeyRequest
+	(*GetImportKeyRequest)(nil),          // 37: kms.v1.GetImportKeyRequest
+	(*GetImportKeyResponse)(nil),         // 38: kms.v1.GetImportKeyResponse
+	(*GetAuditKeyRequest)(nil),           // 39: kms.v1.GetAuditKeyRequest
+	(*GetAuditKeyResponse)(nil),          // 40: kms.v1.GetAuditKeyResponse
+	(*ImportKeyRequest)(nil),             // 41: kms.v1.ImportKeyRequest
+	(*timestamppb.Timestamp)(nil),        // 42: google.protobuf.Timestamp
 }
 var file_kms_v1_kms_proto_depIdxs = []int32{
-	37, // 0: kms.v1.GetChallengeResponse.expires_at:type_name -> google.protobuf.Timestamp
+	42, // 0: kms.v1.GetChallengeResponse.expires_at:type_name -> google.protobuf.Timestamp
 	0,  // 1: kms.v1.WrappingKey.algorithm:type_name -> kms.v1.WrappingAlgorithm
 	6,  // 2: kms.v1.Evidence.tpm_quote:type_name -> kms.v1.TPMQuote
 	5,  // 3: kms.v1.ReleaseKeyRequest.evidence:type_name -> kms.v1.Evidence
 	4,  // 4: kms.v1.ReleaseKeyRequest.wrapping_key:type_name -> kms.v1.WrappingKey
-	37, // 5: kms.v1.ReleaseKeyResponse.not_before:type_name -> google.protobuf.Timestamp
-	37, // 6: kms.v1.ReleaseKeyResponse.not_after:type_name -> google.protobuf.Timestamp
+	42, // 5: kms.v1.ReleaseKeyResponse.not_before:type_name -> google.protobuf.Timestamp
+	42, // 6: kms.v1.ReleaseKeyResponse.not_after:type_name -> google.protobuf.Timestamp
 	1,  // 7: kms.v1.PublicKey.state:type_name -> kms.v1.KeyState
-	37, // 8: kms.v1.PublicKey.not_before:type_name -> google.protobuf.Timestamp
-	37, // 9: kms.v1.PublicKey.not_after:type_name -> google.protobuf.Timestamp
+	42, // 8: kms.v1.PublicKey.not_before:type_name -> google.protobuf.Timestamp
+	42, // 9: kms.v1.PublicKey.not_after:type_name -> google.protobuf.Timestamp
 	10, // 10: kms.v1.ListPublicKeysResponse.keys:type_name -> kms.v1.PublicKey
 	12, // 11: kms.v1.CreateKeySetRequest.settings:type_name -> kms.v1.KeySetSettings
 	12, // 12: kms.v1.KeySet.settings:type_name -> kms.v1.KeySetSettings
-	37, // 13: kms.v1.KeySet.created_at:type_name -> google.protobuf.Timestamp
+	42, // 13: kms.v1.KeySet.created_at:type_name -> google.protobuf.Timestamp
 	14, // 14: kms.v1.ListKeySetsResponse.keysets:type_name -> kms.v1.KeySet
 	1,  // 15: kms.v1.KeyInfo.state:type_name -> kms.v1.KeyState
-	37, // 16: kms.v1.KeyInfo.created_at:type_name -> google.protobuf.Timestamp
-	37, // 17: kms.v1.KeyInfo.activates_at:type_name -> google.protobuf.Timestamp
-	37, // 18: kms.v1.KeyInfo.expires_at:type_name -> google.protobuf.Timestamp
-	37, // 19: kms.v1.KeyInfo.destroy_after:type_name -> google.protobuf.Timestamp
+	42, // 16: kms.v1.KeyInfo.created_at:type_name -> google.protobuf.Timestamp
+	42, // 17: kms.v1.KeyInfo.activates_at:type_name -> google.protobuf.Timestamp
+	42, // 18: kms.v1.KeyInfo.expires_at:type_name -> google.protobuf.Timestamp
+	42, // 19: kms.v1.KeyInfo.destroy_after:type_name -> google.protobuf.Timestamp
 	18, // 20: kms.v1.ListKeysResponse.keys:type_name -> kms.v1.KeyInfo
 	1,  // 21: kms.v1.SetKeyStateRequest.state:type_name -> kms.v1.KeyState
-	37, // 22: kms.v1.KEKStatus.last_checked:type_name -> google.protobuf.Timestamp
-	37, // 23: kms.v1.KEKStatus.last_ok:type_name -> google.protobuf.Timestamp
-	27, // 24: kms.v1.GetKEKStatusResponse.keysets:type_name -> kms.v1.KEKStatus
-	27, // 25: kms.v1.RotateKEKResponse.keysets:type_name -> kms.v1.KEKStatus
-	2,  // 26: kms.v1.KeyRelease.GetChallenge:input_type -> kms.v1.GetChallengeRequest
-	7,  // 27: kms.v1.KeyRelease.ReleaseKey:input_type -> kms.v1.ReleaseKeyRequest
-	9,  // 28: kms.v1.KeyRelease.ListPublicKeys:input_type -> kms.v1.ListPublicKeysRequest
-	13, // 29: kms.v1.Admin.CreateKeySet:input_type -> kms.v1.CreateKeySetRequest
-	15, // 30: kms.v1.Admin.ListKeySets:input_type -> kms.v1.ListKeySetsRequest
-	17, // 31: kms.v1.Admin.RotateKeys:input_type -> kms.v1.RotateKeysRequest
-	19, // 32: kms.v1.Admin.ListKeys:input_type -> kms.v1.ListKeysRequest
-	21, // 33: kms.v1.Admin.SetKeyState:input_type -> kms.v1.SetKeyStateRequest
-	22, // 34: kms.v1.Admin.SetPolicy:input_type -> kms.v1.SetPolicyRequest
-	24, // 35: kms.v1.Admin.GetPolicy:input_type -> kms.v1.GetPolicyRequest
-	26, // 36: kms.v1.Admin.GetKEKStatus:input_type -> kms.v1.GetKEKStatusRequest
-	29, // 37: kms.v1.Admin.RotateKEK:input_type -> kms.v1.RotateKEKRequest
-	31, // 38: kms.v1.Admin.RotateIntermediateKey:input_type -> kms.v1.RotateIntermediateKeyRequest
-	32, // 39: kms.v1.Admin.GetImportKey:input_type -> kms.v1.GetImportKeyRequest
-	36, // 40: kms.v1.Admin.ImportKey:input_type -> kms.v1.ImportKeyRequest
-	34, // 41: kms.v1.Admin.GetAuditKey:input_type -> kms.v1.GetAuditKeyRequest
-	3,  // 42: kms.v1.KeyRelease.GetChallenge:output_type -> kms.v1.GetChallengeResponse
-	8,  // 43: kms.v1.KeyRelease.ReleaseKey:output_type -> kms.v1.ReleaseKeyResponse
-	11, // 44: kms.v1.KeyRelease.ListPublicKeys:output_type -> kms.v1.ListPublicKeysResponse
-	14, // 45: kms.v1.Admin.CreateKeySet:output_type -> kms.v1.KeySet
-	16, // 46: kms.v1.Admin.ListKeySets:output_type -> kms.v1.ListKeySetsResponse
-	18, // 47: kms.v1.Admin.RotateKeys:output_type -> kms.v1.KeyInfo
-	20, // 48: kms.v1.Admin.ListKeys:output_type -> kms.v1.ListKeysResponse
-	18, // 49: kms.v1.Admin.SetKeyState:output_type -> kms.v1.KeyInfo
-	23, // 50: kms.v1.Admin.SetPolicy:output_type -> kms.v1.SetPolicyResponse
-	25, // 51: kms.v1.Admin.GetPolicy:output_type -> kms.v1.GetPolicyResponse
-	28, // 52: kms.v1.Admin.GetKEKStatus:output_type -> kms.v1.GetKEKStatusResponse
-	30, // 53: kms.v1.Admin.RotateKEK:output_type -> kms.v1.RotateKEKResponse
-	27, // 54: kms.v1.Admin.RotateIntermediateKey:output_type -> kms.v1.KEKStatus
-	33, // 55: kms.v1.Admin.GetImportKey:output_type -> kms.v1.GetImportKeyResponse
-	18, // 56: kms.v1.Admin.ImportKey:output_type -> kms.v1.KeyInfo
-	35, // 57: kms.v1.Admin.GetAuditKey:output_type -> kms.v1.GetAuditKeyResponse
-	42, // [42:58] is the sub-list for method output_type
-	26, // [26:42] is the sub-list for method input_type
-	26, // [26:26] is the sub-list for extension type_name
-	26, // [26:26] is the sub-list for extension extendee
-	0,  // [0:26] is the sub-list for field type_name
+	42, // 22: kms.v1.GetPolicyResponse.set_at:type_name -> google.protobuf.Timestamp
+	42, // 23: kms.v1.PolicyVersionInfo.set_at:type_name -> google.protobuf.Timestamp
+	27, // 24: kms.v1.GetPolicyHistoryResponse.versions:type_name -> kms.v1.PolicyVersionInfo
+	42, // 25: kms.v1.KEKStatus.last_checked:type_name -> google.protobuf.Timestamp
+	42, // 26: kms.v1.KEKStatus.last_ok:type_name -> google.protobuf.Timestamp
+	32, // 27: kms.v1.GetKEKStatusResponse.keysets:type_name -> kms.v1.KEKStatus
+	32, // 28: kms.v1.RotateKEKResponse.keysets:type_name -> kms.v1.KEKStatus
+	2,  // 29: kms.v1.KeyRelease.GetChallenge:input_type -> kms.v1.GetChallengeRequest
+	7,  // 30: kms.v1.KeyRelease.ReleaseKey:input_type -> kms.v1.ReleaseKeyRequest
+	9,  // 31: kms.v1.KeyRelease.ListPublicKeys:input_type -> kms.v1.ListPublicKeysRequest
+	13, // 32: kms.v1.Admin.CreateKeySet:input_type -> kms.v1.CreateKeySetRequest
+	15, // 33: kms.v1.Admin.ListKeySets:input_type -> kms.v1.ListKeySetsRequest
+	17, // 34: kms.v1.Admin.RotateKeys:input_type -> kms.v1.RotateKeysRequest
+	19, // 35: kms.v1.Admin.ListKeys:input_type -> kms.v1.ListKeysRequest
+	21, // 36: kms.v1.Admin.SetKeyState:input_type -> kms.v1.SetKeyStateRequest
+	22, // 37: kms.v1.Admin.SetPolicy:input_type -> kms.v1.SetPolicyRequest
+	24, // 38: kms.v1.Admin.GetPolicy:input_type -> kms.v1.GetPolicyRequest
+	26, // 39: kms.v1.Admin.GetPolicyHistory:input_type -> kms.v1.GetPolicyHistoryRequest
+	29, // 40: kms.v1.Admin.RollbackPolicy:input_type -> kms.v1.RollbackPolicyRequest
+	31, // 41: kms.v1.Admin.GetKEKStatus:input_type -> kms.v1.GetKEKStatusRequest
+	34, // 42: kms.v1.Admin.RotateKEK:input_type -> kms.v1.RotateKEKRequest
+	36, // 43: kms.v1.Admin.RotateIntermediateKey:input_type -> kms.v1.RotateIntermediateKeyRequest
+	37, // 44: kms.v1.Admin.GetImportKey:input_type -> kms.v1.GetImportKeyRequest
+	41, // 45: kms.v1.Admin.ImportKey:input_type -> kms.v1.ImportKeyRequest
+	39, // 46: kms.v1.Admin.GetAuditKey:input_type -> kms.v1.GetAuditKeyRequest
+	3,  // 47: kms.v1.KeyRelease.GetChallenge:output_type -> kms.v1.GetChallengeResponse
+	8,  // 48: kms.v1.KeyRelease.ReleaseKey:output_type -> kms.v1.ReleaseKeyResponse
+	11, // 49: kms.v1.KeyRelease.ListPublicKeys:output_type -> kms.v1.ListPublicKeysResponse
+	14, // 50: kms.v1.Admin.CreateKeySet:output_type -> kms.v1.KeySet
+	16, // 51: kms.v1.Admin.ListKeySets:output_type -> kms.v1.ListKeySetsResponse
+	18, // 52: kms.v1.Admin.RotateKeys:output_type -> kms.v1.KeyInfo
+	20, // 53: kms.v1.Admin.ListKeys:output_type -> kms.v1.ListKeysResponse
+	18, // 54: kms.v1.Admin.SetKeyState:output_type -> kms.v1.KeyInfo
+	23, // 55: kms.v1.Admin.SetPolicy:output_type -> kms.v1.SetPolicyResponse
+	25, // 56: kms.v1.Admin.GetPolicy:output_type -> kms.v1.GetPolicyResponse
+	28, // 57: kms.v1.Admin.GetPolicyHistory:output_type -> kms.v1.GetPolicyHistoryResponse
+	30, // 58: kms.v1.Admin.RollbackPolicy:output_type -> kms.v1.RollbackPolicyResponse
+	33, // 59: kms.v1.Admin.GetKEKStatus:output_type -> kms.v1.GetKEKStatusResponse
+	35, // 60: kms.v1.Admin.RotateKEK:output_type -> kms.v1.RotateKEKResponse
+	32, // 61: kms.v1.Admin.RotateIntermediateKey:output_type -> kms.v1.KEKStatus
+	38, // 62: kms.v1.Admin.GetImportKey:output_type -> kms.v1.GetImportKeyResponse
+	18, // 63: kms.v1.Admin.ImportKey:output_type -> kms.v1.KeyInfo
+	40, // 64: kms.v1.Admin.GetAuditKey:output_type -> kms.v1.GetAuditKeyResponse
+	47, // [47:65] is the sub-list for method output_type
+	29, // [29:47] is the sub-list for method input_type
+	29, // [29:29] is the sub-list for extension type_name
+	29, // [29:29] is the sub-list for extension extendee
+	0,  // [0:29] is the sub-list for field type_name
 }
 
 func init() { file_kms_v1_kms_proto_init() }
@@ -2474,7 +2820,7 @@ func file_kms_v1_kms_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kms_v1_kms_proto_rawDesc), len(file_kms_v1_kms_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   35,
+			NumMessages:   40,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

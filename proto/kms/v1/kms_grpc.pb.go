@@ -227,6 +227,8 @@ const (
 	Admin_SetKeyState_FullMethodName           = "/kms.v1.Admin/SetKeyState"
 	Admin_SetPolicy_FullMethodName             = "/kms.v1.Admin/SetPolicy"
 	Admin_GetPolicy_FullMethodName             = "/kms.v1.Admin/GetPolicy"
+	Admin_GetPolicyHistory_FullMethodName      = "/kms.v1.Admin/GetPolicyHistory"
+	Admin_RollbackPolicy_FullMethodName        = "/kms.v1.Admin/RollbackPolicy"
 	Admin_GetKEKStatus_FullMethodName          = "/kms.v1.Admin/GetKEKStatus"
 	Admin_RotateKEK_FullMethodName             = "/kms.v1.Admin/RotateKEK"
 	Admin_RotateIntermediateKey_FullMethodName = "/kms.v1.Admin/RotateIntermediateKey"
@@ -248,6 +250,12 @@ type AdminClient interface {
 	SetKeyState(ctx context.Context, in *SetKeyStateRequest, opts ...grpc.CallOption) (*KeyInfo, error)
 	SetPolicy(ctx context.Context, in *SetPolicyRequest, opts ...grpc.CallOption) (*SetPolicyResponse, error)
 	GetPolicy(ctx context.Context, in *GetPolicyRequest, opts ...grpc.CallOption) (*GetPolicyResponse, error)
+	// Every policy version the key set has had, newest first (content
+	// excluded: GetPolicy with a version reads one).
+	GetPolicyHistory(ctx context.Context, in *GetPolicyHistoryRequest, opts ...grpc.CallOption) (*GetPolicyHistoryResponse, error)
+	// Sets a NEW policy version whose content is that of an earlier version
+	// (validated like SetPolicy). History is never rewritten.
+	RollbackPolicy(ctx context.Context, in *RollbackPolicyRequest, opts ...grpc.CallOption) (*RollbackPolicyResponse, error)
 	// KEK hierarchy: the state of each key set's root KEK as last checked.
 	GetKEKStatus(ctx context.Context, in *GetKEKStatusRequest, opts ...grpc.CallOption) (*GetKEKStatusResponse, error)
 	// Re-wraps every key set's intermediate key under to_uri. Resumable: a
@@ -344,6 +352,26 @@ func (c *adminClient) GetPolicy(ctx context.Context, in *GetPolicyRequest, opts 
 	return out, nil
 }
 
+func (c *adminClient) GetPolicyHistory(ctx context.Context, in *GetPolicyHistoryRequest, opts ...grpc.CallOption) (*GetPolicyHistoryResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetPolicyHistoryResponse)
+	err := c.cc.Invoke(ctx, Admin_GetPolicyHistory_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) RollbackPolicy(ctx context.Context, in *RollbackPolicyRequest, opts ...grpc.CallOption) (*RollbackPolicyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RollbackPolicyResponse)
+	err := c.cc.Invoke(ctx, Admin_RollbackPolicy_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *adminClient) GetKEKStatus(ctx context.Context, in *GetKEKStatusRequest, opts ...grpc.CallOption) (*GetKEKStatusResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(GetKEKStatusResponse)
@@ -417,6 +445,12 @@ type AdminServer interface {
 	SetKeyState(context.Context, *SetKeyStateRequest) (*KeyInfo, error)
 	SetPolicy(context.Context, *SetPolicyRequest) (*SetPolicyResponse, error)
 	GetPolicy(context.Context, *GetPolicyRequest) (*GetPolicyResponse, error)
+	// Every policy version the key set has had, newest first (content
+	// excluded: GetPolicy with a version reads one).
+	GetPolicyHistory(context.Context, *GetPolicyHistoryRequest) (*GetPolicyHistoryResponse, error)
+	// Sets a NEW policy version whose content is that of an earlier version
+	// (validated like SetPolicy). History is never rewritten.
+	RollbackPolicy(context.Context, *RollbackPolicyRequest) (*RollbackPolicyResponse, error)
 	// KEK hierarchy: the state of each key set's root KEK as last checked.
 	GetKEKStatus(context.Context, *GetKEKStatusRequest) (*GetKEKStatusResponse, error)
 	// Re-wraps every key set's intermediate key under to_uri. Resumable: a
@@ -463,6 +497,12 @@ func (UnimplementedAdminServer) SetPolicy(context.Context, *SetPolicyRequest) (*
 }
 func (UnimplementedAdminServer) GetPolicy(context.Context, *GetPolicyRequest) (*GetPolicyResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetPolicy not implemented")
+}
+func (UnimplementedAdminServer) GetPolicyHistory(context.Context, *GetPolicyHistoryRequest) (*GetPolicyHistoryResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetPolicyHistory not implemented")
+}
+func (UnimplementedAdminServer) RollbackPolicy(context.Context, *RollbackPolicyRequest) (*RollbackPolicyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RollbackPolicy not implemented")
 }
 func (UnimplementedAdminServer) GetKEKStatus(context.Context, *GetKEKStatusRequest) (*GetKEKStatusResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetKEKStatus not implemented")
@@ -629,6 +669,42 @@ func _Admin_GetPolicy_Handler(srv interface{}, ctx context.Context, dec func(int
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Admin_GetPolicyHistory_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetPolicyHistoryRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).GetPolicyHistory(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_GetPolicyHistory_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).GetPolicyHistory(ctx, req.(*GetPolicyHistoryRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_RollbackPolicy_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RollbackPolicyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).RollbackPolicy(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_RollbackPolicy_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).RollbackPolicy(ctx, req.(*RollbackPolicyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Admin_GetKEKStatus_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(GetKEKStatusRequest)
 	if err := dec(in); err != nil {
@@ -771,6 +847,14 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetPolicy",
 			Handler:    _Admin_GetPolicy_Handler,
+		},
+		{
+			MethodName: "GetPolicyHistory",
+			Handler:    _Admin_GetPolicyHistory_Handler,
+		},
+		{
+			MethodName: "RollbackPolicy",
+			Handler:    _Admin_RollbackPolicy_Handler,
 		},
 		{
 			MethodName: "GetKEKStatus",
