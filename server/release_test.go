@@ -95,6 +95,16 @@ type env struct {
 	kid    string
 	logs   *bytes.Buffer
 	cfg    *config.Config
+	// logw guards logs; read it with logText while the server runs.
+	logw *lockedWriter
+}
+
+// logText is the server's log so far, read under the writer's lock (the
+// server's background jobs may be logging).
+func (e *env) logText() string {
+	e.logw.mu.Lock()
+	defer e.logw.mu.Unlock()
+	return e.logs.String()
 }
 
 func policyYAML(issuer string) string {
@@ -163,19 +173,39 @@ type envOptions struct {
 	// adminClientCA, when set, turns on the network admin listener with
 	// this operator CA (PEM).
 	adminClientCA []byte
+	// Replicas (replicas_test.go) share one store and one environment:
+	// parent bounds the server's context (cancelling it ends its
+	// background jobs, as a process exit would); store replaces the
+	// bbolt store (the YAML value of store:); nonceFile is the shared
+	// sealed nonce secret (the server creates a missing one); issuer is
+	// a shared token issuer; extraYAML is appended at the top level and
+	// keySetYAML to the default key set's entry (indented fields).
+	parent     context.Context
+	store      string
+	nonceFile  string
+	issuer     *oidcissuer.Issuer
+	extraYAML  string
+	keySetYAML string
 }
 
 func newEnvWith(t testing.TB, o envOptions) *env {
 	t.Helper()
 	trusted, _ := testSigners(t)
-	ctx, cancel := context.WithCancel(context.Background())
+	parent := o.parent
+	if parent == nil {
+		parent = context.Background()
+	}
+	ctx, cancel := context.WithCancel(parent)
 	t.Cleanup(cancel)
 	dir := t.TempDir()
-	iss, err := oidcissuer.Start(ctx, oidcissuer.Options{})
-	if err != nil {
-		t.Fatal(err)
+	iss := o.issuer
+	if iss == nil {
+		var err error
+		if iss, err = oidcissuer.Start(ctx, oidcissuer.Options{}); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { iss.Close() })
 	}
-	t.Cleanup(func() { iss.Close() })
 
 	certPath, keyPath := writeTestTLS(t, dir)
 	if o.kekURI == "" {
@@ -189,7 +219,10 @@ func newEnvWith(t testing.TB, o envOptions) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sealed, err := server.SealNonceSecret(ctx, provider)
+	var sealed []byte
+	if o.nonceFile == "" {
+		sealed, err = server.SealNonceSecret(ctx, provider)
+	}
 	if c, ok := provider.(interface{ Close() error }); ok {
 		c.Close() // HSM sessions: the server opens its own
 	}
@@ -211,6 +244,14 @@ func newEnvWith(t testing.TB, o envOptions) *env {
 		o.collateral(t, cdir)
 	}
 	var tdxRoots, extraSets, kekCheck string
+	store := fmt.Sprintf("{bbolt: %q}", filepath.Join(dir, "kms.db"))
+	if o.store != "" {
+		store = o.store
+	}
+	nonceFile := o.nonceFile
+	if nonceFile == "" {
+		nonceFile = write("nonce.sealed", sealed)
+	}
 	if o.kekCheckInterval > 0 {
 		kekCheck = fmt.Sprintf("kek_check_interval: %s\n", o.kekCheckInterval)
 	}
@@ -226,7 +267,7 @@ func newEnvWith(t testing.TB, o envOptions) *env {
 	}
 	cfgYAML := adminNet + fmt.Sprintf(`listen: {grpc: "127.0.0.1:0", http: "127.0.0.1:0", admin_socket: %q%s}
 tls: {cert: %q, key: %q}
-store: {bbolt: %q}
+store: %s
 kek: %q
 %snonce: {sealed_secret_file: %q}
 tokens:
@@ -241,15 +282,16 @@ attestation:
 keysets:
   - name: default
     policy_file: %q
-%s`, filepath.Join(dir, "admin.sock"), adminListen(o), certPath, keyPath, filepath.Join(dir, "kms.db"), o.kekURI, kekCheck,
-		write("nonce.sealed", sealed), iss.IssuerURL(), iss.URL(), audience,
-		cdir, write("roots.pem", trusted.RootsPEM()), tdxRoots, write("policy.yaml", []byte(o.policy(iss.IssuerURL()))), extraSets)
+%s%s%s`, filepath.Join(dir, "admin.sock"), adminListen(o), certPath, keyPath, store, o.kekURI, kekCheck,
+		nonceFile, iss.IssuerURL(), iss.URL(), audience,
+		cdir, write("roots.pem", trusted.RootsPEM()), tdxRoots, write("policy.yaml", []byte(o.policy(iss.IssuerURL()))), o.keySetYAML, extraSets, o.extraYAML)
 	cfg, err := config.Parse([]byte(cfgYAML))
 	if err != nil {
 		t.Fatal(err)
 	}
 	logs := &bytes.Buffer{}
-	log := slog.New(slog.NewJSONHandler(&lockedWriter{w: logs}, nil))
+	logw := &lockedWriter{w: logs}
+	log := slog.New(slog.NewJSONHandler(logw, nil))
 	srv, err := server.New(ctx, cfg, log)
 	if err != nil {
 		t.Fatal(err)
@@ -273,9 +315,10 @@ keysets:
 	}
 	t.Cleanup(func() { aconn.Close() })
 	e := &env{t: t, dir: dir, iss: iss, signer: trusted, srv: srv, rel: kmsv1.NewKeyReleaseClient(conn),
-		admin: kmsv1.NewAdminClient(aconn), logs: logs, cfg: cfg}
+		admin: kmsv1.NewAdminClient(aconn), logs: logs, cfg: cfg, logw: logw}
 	keys, err := e.admin.ListKeys(ctx, &kmsv1.ListKeysRequest{Keyset: "default"})
-	if err != nil || len(keys.GetKeys()) != 1 {
+	// A replica joining a shared store finds the keys made before it.
+	if err != nil || len(keys.GetKeys()) == 0 || (o.store == "" && len(keys.GetKeys()) != 1) {
 		t.Fatalf("initial keys: %v %v", keys, err)
 	}
 	e.kid = keys.GetKeys()[0].GetKid()

@@ -178,6 +178,11 @@ type Server struct {
 	release *ReleaseService
 	admin   *AdminService
 	public  http.Handler
+	// stopBackground ends rotation, store following and KEK checks;
+	// background counts them so Stop can wait before closing the store.
+	stopBackground context.CancelFunc
+	background     sync.WaitGroup
+
 	// metrics and readiness are served beside the public endpoints.
 	metrics   *Metrics
 	readiness *Readiness
@@ -470,15 +475,25 @@ func (s *Server) Start(ctx context.Context) error {
 			s.log.Error("http server stopped", "error", err)
 		}
 	}()
+	// Background work ends with Stop, not only with the caller's context:
+	// it must not outlive the store it uses.
+	bg, cancel := context.WithCancel(ctx)
+	s.stopBackground = cancel
+	run := func(f func(context.Context)) {
+		s.background.Add(1)
+		go func() { defer s.background.Done(); f(bg) }()
+	}
 	// Rotation runs on one replica at a time (the elected leader; on bbolt
 	// the single node); every replica follows the others' writes.
-	go s.backend.asLeader(ctx, s.log, s.metrics, func(ctx context.Context) {
-		s.keys.RunRotation(ctx, time.Duration(s.cfg.Rotation.TickInterval))
+	run(func(ctx context.Context) {
+		s.backend.asLeader(ctx, s.log, s.metrics, func(ctx context.Context) {
+			s.keys.RunRotation(ctx, time.Duration(s.cfg.Rotation.TickInterval))
+		})
 	})
-	go s.backend.follow(ctx, s.keys)
+	run(func(ctx context.Context) { s.backend.follow(ctx, s.keys) })
 	// The customer's off switch: each key set's KEK is re-checked so a
 	// disabled or revoked KEK stops releases within the interval.
-	go s.keys.RunRevalidation(ctx)
+	run(s.keys.RunRevalidation)
 	s.log.Info("kms serving", "grpc", s.GRPCAddr, "http", s.HTTPAddr, "admin_socket", s.AdminSocket, "admin", s.AdminAddr, "tls", tlsCfg != nil)
 	return nil
 }
@@ -508,6 +523,10 @@ func (s *Server) Stop() {
 		cancel()
 	}
 	wg.Wait()
+	if s.stopBackground != nil {
+		s.stopBackground()
+		s.background.Wait()
+	}
 	// No call is in flight: sign the log's head, then zero the cached
 	// private keys (and the audit key) before the store closes.
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
