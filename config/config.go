@@ -94,9 +94,6 @@ type Etcd struct {
 	LeaderTTL Duration `yaml:"leader_ttl"`
 	// ReplicaID names this replica in the election (default: host name).
 	ReplicaID string `yaml:"replica_id"`
-	// AuditFile is this replica's audit log (a bbolt file): each replica
-	// chains the decisions it made. Required with etcd.
-	AuditFile string `yaml:"audit_file"`
 }
 
 // Nonce configures the challenge secret. The secret is kept sealed under
@@ -307,9 +304,6 @@ func (c *Config) Validate() error {
 		if (e.CertFile == "") != (e.KeyFile == "") {
 			errs = append(errs, errors.New("store.etcd: cert_file and key_file go together"))
 		}
-		if e.AuditFile == "" {
-			errs = append(errs, errors.New("store.etcd.audit_file is required: each replica keeps its audit chain in a local file"))
-		}
 	}
 	if c.KEK == "" {
 		errs = append(errs, errors.New("kek is required"))
@@ -401,7 +395,6 @@ func (c *Config) resolve(dir string) {
 		abs(&e.CAFile)
 		abs(&e.CertFile)
 		abs(&e.KeyFile)
-		abs(&e.AuditFile)
 	}
 	abs(&c.Nonce.SealedSecretFile)
 	abs(&c.Listen.AdminSocket)

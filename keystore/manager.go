@@ -49,6 +49,14 @@ type Options struct {
 	// retry backoff and by RunRevalidation. Tests pass one driving a fake
 	// clock. Default: a real timer.
 	Sleep func(ctx context.Context, d time.Duration) error
+	// OnEvent, if set, receives lifecycle and KEK changes (see Event):
+	// synchronously, in order, and never while the Manager holds a lock,
+	// so it may call back into the Manager. It runs on the goroutine that
+	// made the change (Tick, a KEK check, a release) and delays it, so it
+	// must return quickly; the server's handler appends to the audit log.
+	// Only real changes are reported: a Tick that changes nothing reports
+	// nothing.
+	OnEvent func(Event)
 }
 
 // DefaultKEKCheckInterval is the default Options.KEKCheckInterval.
@@ -65,6 +73,7 @@ type Manager struct {
 	interval time.Duration
 	attempts int
 	sleep    func(ctx context.Context, d time.Duration) error
+	events   eventQueue
 
 	// mu serializes this process's read-modify-write cycles so they never
 	// lose compare-and-swap races to each other; other replicas still can,
@@ -112,6 +121,7 @@ func NewManager(store Store, provider kek.Provider, opts Options) *Manager {
 		providers: make(map[string]kek.Provider),
 		inter:     make(map[interCacheKey]*intermediateKey),
 		status:    make(map[string]*KEKStatus),
+		events:    eventQueue{onEvent: opts.OnEvent},
 	}
 	if m.interval <= 0 {
 		m.interval = DefaultKEKCheckInterval
@@ -313,7 +323,11 @@ func (m *Manager) Tick(ctx context.Context) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if err := m.tickSet(ctx, ks.Name); err != nil {
+		err := m.tickSet(ctx, ks.Name)
+		// tickSet has released m.mu: deliver what it (and KEK calls made
+		// on its behalf) queued.
+		m.flush()
+		if err != nil {
 			errs = append(errs, fmt.Errorf("tick %q: %w", ks.Name, err))
 		}
 	}
@@ -384,9 +398,17 @@ func (m *Manager) tickSet(ctx context.Context, name string) error {
 			m.evict(k)
 		}
 		m.log.Info("key state changed", "keyset", name, "kid", k.KID, "version", k.Version, "from", from[i], "to", k.State)
+		m.queue(Event{Kind: EventKeyStateChanged, Source: SourceTick, KeySet: name, KID: k.KID, Version: k.Version,
+			From: string(from[i]), To: string(k.State), Reason: "scheduled", Time: now})
 	}
 	for _, k := range create {
 		m.log.Info("key created", "keyset", name, "kid", k.KID, "version", k.Version, "state", k.State, "activates", k.Activates)
+		reason := "scheduled"
+		if latest == nil {
+			reason = "no usable key"
+		}
+		m.queue(Event{Kind: EventKeyCreated, Source: SourceTick, KeySet: name, KID: k.KID, Version: k.Version,
+			To: string(k.State), Reason: reason, Time: now})
 	}
 	return nil
 }

@@ -48,13 +48,21 @@ type KEKStatus struct {
 func (m *Manager) recordOK(keyset string, in *Intermediate) {
 	now := m.clock()
 	m.kekMu.Lock()
-	defer m.kekMu.Unlock()
 	st := m.statusLocked(keyset)
-	if st.State == KEKStateDisabled {
+	was := st.State
+	if was == KEKStateDisabled {
 		m.log.Info("key set's KEK usable again; releases resume", "keyset", keyset, "kek", in.Wrapped.KEKURI)
 	}
 	st.KEKURI, st.KEKVersion, st.Algorithm, st.Generation = in.Wrapped.KEKURI, in.Wrapped.KEKVersion, in.Wrapped.Algorithm, in.Generation
 	st.State, st.LastChecked, st.LastOK, st.Error = KEKStateOK, now, now, ""
+	m.kekMu.Unlock()
+	// The first use of a KEK (unchecked -> ok) is not a change worth
+	// reporting; recovering from a failure is.
+	if was == KEKStateDisabled || was == KEKStateUnavailable {
+		m.queue(Event{Kind: EventKEKStateChanged, Source: SourceCheck, KeySet: keyset, From: was, To: KEKStateOK,
+			Reason: "KEK answered again; releases resume", Time: now})
+		m.flushIfIdle()
+	}
 }
 
 func (m *Manager) statusLocked(keyset string) *KEKStatus {
@@ -82,23 +90,36 @@ func (m *Manager) switchOff(keyset string, in *Intermediate, cause error) {
 	m.kekMu.Unlock()
 	m.dropIntermediates(keyset, nil)
 	m.evictSet(keyset)
+	m.queue(Event{Kind: EventKEKError, Source: SourceCheck, KeySet: keyset, Reason: "KEK call failed",
+		Err: kekErrClass(cause), Time: now})
 	if was != KEKStateDisabled {
 		m.log.Warn("key set's KEK disabled or access revoked by its owner; releases stopped", "keyset", keyset, "kek", in.Wrapped.KEKURI, "err", cause)
+		m.queue(Event{Kind: EventKEKStateChanged, Source: SourceCheck, KeySet: keyset, From: was, To: KEKStateDisabled,
+			Reason: "KEK disabled or access revoked by its owner; releases stopped", Time: now})
 	}
+	m.flushIfIdle()
 }
 
 // recordUnavailable notes a failed check that was not the off switch.
 func (m *Manager) recordUnavailable(keyset string, in *Intermediate, cause error) {
 	now := m.clock()
 	m.kekMu.Lock()
-	defer m.kekMu.Unlock()
 	st := m.statusLocked(keyset)
+	was := st.State
 	st.KEKURI, st.KEKVersion, st.Algorithm, st.Generation = in.Wrapped.KEKURI, in.Wrapped.KEKVersion, in.Wrapped.Algorithm, in.Generation
 	if st.State != KEKStateDisabled {
 		// An outage does not lift the off switch; only a success does.
 		st.State = KEKStateUnavailable
 	}
 	st.LastChecked, st.Error = now, cause.Error()
+	m.kekMu.Unlock()
+	m.queue(Event{Kind: EventKEKError, Source: SourceCheck, KeySet: keyset, Reason: "KEK call failed",
+		Err: kekErrClass(cause), Time: now})
+	if was != KEKStateDisabled && was != KEKStateUnavailable {
+		m.queue(Event{Kind: EventKEKStateChanged, Source: SourceCheck, KeySet: keyset, From: was, To: KEKStateUnavailable,
+			Reason: "KEK check failed; releases continue until the check interval passes", Time: now})
+	}
+	m.flushIfIdle()
 }
 
 // kekGate refuses releases of keyset while its KEK is switched off, or has
@@ -165,7 +186,11 @@ func (m *Manager) CheckKEKs(ctx context.Context) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if err := m.checkSet(ctx, ks); err != nil {
+		err := m.checkSet(ctx, ks)
+		// Deliver what the check queued while m.mu was held (creating a
+		// missing intermediate).
+		m.flush()
+		if err != nil {
 			errs = append(errs, fmt.Errorf("key set %q: %w", ks.Name, err))
 		}
 	}

@@ -93,6 +93,68 @@ func (a *AdminService) ListKeySets(ctx context.Context, _ *kmsv1.ListKeySetsRequ
 	return resp, nil
 }
 
+// UpdateKeySetSettings implements kmsv1.AdminServer: zero fields keep
+// the set's value; existing keys keep their times (see
+// keystore.Manager.UpdateKeySetSettings).
+func (a *AdminService) UpdateKeySetSettings(ctx context.Context, req *kmsv1.UpdateKeySetSettingsRequest) (*kmsv1.KeySet, error) {
+	ks, err := a.updateKeySetSettings(ctx, req)
+	s := req.GetSettings()
+	a.audit(ctx, "UpdateKeySetSettings", err, slog.String("keyset", req.GetKeyset()),
+		slog.Int64("rotation_period_seconds", s.GetRotationPeriodSeconds()), slog.Int64("key_lifetime_seconds", s.GetKeyLifetimeSeconds()),
+		slog.Int64("pending_lead_seconds", s.GetPendingLeadSeconds()), slog.Int64("retention_seconds", s.GetRetentionSeconds()))
+	if err != nil {
+		return nil, grpcStatus(err)
+	}
+	return keySetToProto(ks), nil
+}
+
+func (a *AdminService) updateKeySetSettings(ctx context.Context, req *kmsv1.UpdateKeySetSettingsRequest) (*keystore.KeySet, error) {
+	changes, err := settingsChangesFromProto(req.GetSettings())
+	if err != nil {
+		return nil, err
+	}
+	if changes == (keystore.KeySetSettings{}) {
+		return nil, refuse(codes.InvalidArgument, ReasonBadRequest, "no setting to change: give at least one non-zero field")
+	}
+	ks, err := a.keys.UpdateKeySetSettings(ctx, req.GetKeyset(), changes)
+	if errors.Is(err, keystore.ErrConflict) {
+		// Another replica changed the key set meanwhile: nothing was
+		// written, and the caller may retry.
+		return nil, refuseErr(codes.Aborted, ReasonUnavailable, err)
+	}
+	if err != nil {
+		return nil, adminStoreError(err)
+	}
+	return ks, nil
+}
+
+// maxSettingSeconds is the longest duration time.Duration holds, in
+// seconds; larger values would overflow into nonsense schedules.
+const maxSettingSeconds = int64(1<<63-1) / int64(time.Second)
+
+// settingsChangesFromProto converts an update's fields without filling
+// defaults: zero stays zero ("keep"), negative stays negative so that
+// validation refuses it.
+func settingsChangesFromProto(p *kmsv1.KeySetSettings) (keystore.KeySetSettings, error) {
+	var out keystore.KeySetSettings
+	for _, f := range []struct {
+		name string
+		v    int64
+		dst  *time.Duration
+	}{
+		{"rotation_period_seconds", p.GetRotationPeriodSeconds(), &out.RotationPeriod},
+		{"key_lifetime_seconds", p.GetKeyLifetimeSeconds(), &out.KeyLifetime},
+		{"pending_lead_seconds", p.GetPendingLeadSeconds(), &out.PendingLead},
+		{"retention_seconds", p.GetRetentionSeconds(), &out.Retention},
+	} {
+		if f.v > maxSettingSeconds || f.v < -maxSettingSeconds {
+			return out, refuse(codes.InvalidArgument, ReasonBadRequest, "%s %d is out of range", f.name, f.v)
+		}
+		*f.dst = time.Duration(f.v) * time.Second
+	}
+	return out, nil
+}
+
 // RotateKeys implements kmsv1.AdminServer.
 func (a *AdminService) RotateKeys(ctx context.Context, req *kmsv1.RotateKeysRequest) (*kmsv1.KeyInfo, error) {
 	k, err := a.keys.Rotate(ctx, req.GetKeyset())
@@ -116,6 +178,29 @@ func (a *AdminService) ListKeys(ctx context.Context, req *kmsv1.ListKeysRequest)
 	resp := &kmsv1.ListKeysResponse{}
 	for _, k := range keys {
 		resp.Keys = append(resp.Keys, keyToProto(k))
+	}
+	return resp, nil
+}
+
+// GetKey implements kmsv1.AdminServer: one key's metadata, with the
+// sealing details ListKeys leaves out (never key material).
+func (a *AdminService) GetKey(ctx context.Context, req *kmsv1.GetKeyRequest) (*kmsv1.GetKeyResponse, error) {
+	k, err := a.keys.Key(ctx, req.GetKeyset(), req.GetKid())
+	if err != nil {
+		return nil, grpcStatus(adminStoreError(err))
+	}
+	resp := &kmsv1.GetKeyResponse{Key: keyToProto(k)}
+	if k.State == keystore.StateDisabled {
+		resp.HeldState = stateToProto(k.HeldState)
+	}
+	if !k.Destroyed.IsZero() {
+		resp.DestroyedAt = timestamppb.New(k.Destroyed)
+	}
+	if sk := k.Sealed; sk != nil {
+		resp.SealFormat, resp.WrapAlgorithm, resp.KekVersion = sk.Format, sk.Algorithm, sk.KEKVersion
+		if sk.Format == keystore.SealFormatV2 {
+			resp.IntermediateGeneration = sk.Generation
+		}
 	}
 	return resp, nil
 }

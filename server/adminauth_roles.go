@@ -40,6 +40,7 @@ func ParseAdminRole(s string) (AdminRole, bool) {
 // fails until then). It is never written after initialisation.
 var adminMethodRoles = map[string][]AdminRole{
 	kmsv1.Admin_CreateKeySet_FullMethodName:          {RoleAdmin, RoleOperator},
+	kmsv1.Admin_UpdateKeySetSettings_FullMethodName:  {RoleAdmin, RoleOperator},
 	kmsv1.Admin_RotateKeys_FullMethodName:            {RoleAdmin, RoleOperator},
 	kmsv1.Admin_SetKeyState_FullMethodName:           {RoleAdmin, RoleOperator},
 	kmsv1.Admin_SetPolicy_FullMethodName:             {RoleAdmin, RoleOperator},
@@ -53,6 +54,7 @@ var adminMethodRoles = map[string][]AdminRole{
 
 	kmsv1.Admin_ListKeySets_FullMethodName:      {RoleAdmin, RoleAuditor},
 	kmsv1.Admin_ListKeys_FullMethodName:         {RoleAdmin, RoleAuditor},
+	kmsv1.Admin_GetKey_FullMethodName:           {RoleAdmin, RoleAuditor},
 	kmsv1.Admin_GetPolicy_FullMethodName:        {RoleAdmin, RoleAuditor},
 	kmsv1.Admin_GetPolicyHistory_FullMethodName: {RoleAdmin, RoleAuditor},
 	kmsv1.Admin_GetKEKStatus_FullMethodName:     {RoleAdmin, RoleAuditor},

@@ -267,6 +267,7 @@ func wantRefused(t *testing.T, err error, code codes.Code, reason string) {
 // admins do everything.
 var adminPolicy = map[string][]string{
 	"CreateKeySet":          {"admin", "operator"},
+	"UpdateKeySetSettings":  {"admin", "operator"},
 	"RotateKeys":            {"admin", "operator"},
 	"SetKeyState":           {"admin", "operator"},
 	"SetPolicy":             {"admin", "operator"},
@@ -277,6 +278,7 @@ var adminPolicy = map[string][]string{
 	"ImportKey":             {"admin", "operator"},
 	"ListKeySets":           {"admin", "auditor"},
 	"ListKeys":              {"admin", "auditor"},
+	"GetKey":                {"admin", "auditor"},
 	"GetPolicy":             {"admin", "auditor"},
 	"GetPolicyHistory":      {"admin", "auditor"},
 	"GetKEKStatus":          {"admin", "auditor"},

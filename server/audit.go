@@ -7,16 +7,15 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
-	bolt "go.etcd.io/bbolt"
 	"google.golang.org/grpc/codes"
 
 	"github.com/attested-kms/attested-kms/audit"
-	"github.com/attested-kms/attested-kms/audit/boltaudit"
 	"github.com/attested-kms/attested-kms/keystore"
 	kmsv1 "github.com/attested-kms/attested-kms/proto/kms/v1"
 )
@@ -48,12 +47,8 @@ type Auditor struct {
 
 // openAuditor opens the audit log in its own bucket of the key store's
 // bbolt file, signing checkpoints with the key store's audit key.
-func openAuditor(ctx context.Context, keys *keystore.Manager, db *bolt.DB, logger *slog.Logger, m *Metrics) (*Auditor, error) {
+func openAuditor(ctx context.Context, keys *keystore.Manager, b audit.Backend, logger *slog.Logger, m *Metrics) (*Auditor, error) {
 	signer, err := keys.AuditSigner(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("audit log: %w", err)
-	}
-	b, err := boltaudit.New(db)
 	if err != nil {
 		return nil, fmt.Errorf("audit log: %w", err)
 	}
@@ -163,6 +158,7 @@ var adminCallKinds = map[string]audit.Kind{
 	"ImportKey":             audit.KindRotation,
 	"SetKeyState":           audit.KindStateChange,
 	"SetPolicy":             audit.KindPolicyChange,
+	"UpdateKeySetSettings":  audit.KindPolicyChange,
 	"RollbackPolicy":        audit.KindPolicyChange,
 	"RotateKEK":             audit.KindKEK,
 	"RotateIntermediateKey": audit.KindKEK,
@@ -239,4 +235,65 @@ func (a *AdminService) GetAuditKey(ctx context.Context, _ *kmsv1.GetAuditKeyRequ
 		return nil, grpcStatus(err)
 	}
 	return &kmsv1.GetAuditKeyResponse{PublicKey: der}, nil
+}
+
+// keyEvents turns the key store's lifecycle and KEK events into audit
+// entries and metrics. The Manager is built before the audit log (which
+// needs the Manager's audit key), so the Auditor is attached once it
+// exists; events before that (start-up) reach the process log only.
+type keyEvents struct {
+	metrics *Metrics
+	audit   atomic.Pointer[Auditor]
+}
+
+// handle is keystore.Options.OnEvent. It runs on the goroutine that made
+// the change (Tick, a KEK check, a release) and costs one audit append.
+func (k *keyEvents) handle(ev keystore.Event) {
+	if ev.Kind == keystore.EventKEKError {
+		k.metrics.KEKError(ev.KeySet, KEKErrorClass(ev.Err))
+		return
+	}
+	// Operator actions are audited by the admin API with the operator's
+	// identity; auditing their events too would record them twice.
+	if ev.Source == keystore.SourceAdmin {
+		return
+	}
+	if e, ok := keyEventEntry(ev); ok {
+		k.audit.Load().Record(context.Background(), e)
+	}
+}
+
+// keyEventEntry maps an event to its audit entry: a key created by the
+// rotation leader is a rotation, a scheduled state change a state_change,
+// a KEK switched off, unavailable or restored a kek entry.
+func keyEventEntry(ev keystore.Event) (audit.Entry, bool) {
+	e := audit.Entry{KeySet: clip(ev.KeySet), KID: clip(ev.KID), Outcome: audit.OutcomeOK, Details: map[string]string{}}
+	setDetail(e.Details, "source", ev.Source)
+	setDetail(e.Details, "detail", ev.Reason)
+	setDetail(e.Details, "from", ev.From)
+	setDetail(e.Details, "to", ev.To)
+	if ev.Version != 0 {
+		setDetail(e.Details, "version", strconv.FormatUint(ev.Version, 10))
+	}
+	switch ev.Kind {
+	case keystore.EventKeyCreated:
+		e.Kind, e.Actor = audit.KindRotation, "rotation"
+	case keystore.EventKeyStateChanged:
+		e.Kind, e.Actor = audit.KindStateChange, "rotation"
+	case keystore.EventKEKStateChanged:
+		e.Kind, e.Actor = audit.KindKEK, "kek-check"
+		switch ev.To {
+		case keystore.KEKStateDisabled:
+			e.Outcome, e.Reason = audit.OutcomeError, ReasonKEKDisabled
+			setDetail(e.Details, "event", "switched_off")
+		case keystore.KEKStateUnavailable:
+			e.Outcome, e.Reason = audit.OutcomeError, ReasonKEKUnavailable
+			setDetail(e.Details, "event", "unavailable")
+		default:
+			setDetail(e.Details, "event", "restored")
+		}
+	default:
+		return audit.Entry{}, false
+	}
+	return e, true
 }

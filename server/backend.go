@@ -9,8 +9,9 @@ import (
 	"os"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
-
+	"github.com/attested-kms/attested-kms/audit"
+	"github.com/attested-kms/attested-kms/audit/boltaudit"
+	"github.com/attested-kms/attested-kms/audit/etcdaudit"
 	"github.com/attested-kms/attested-kms/config"
 	"github.com/attested-kms/attested-kms/keystore"
 	"github.com/attested-kms/attested-kms/keystore/boltstore"
@@ -27,8 +28,6 @@ type backend struct {
 	bolt  *boltstore.Store
 	etcd  *etcdstore.Store
 	ttl   time.Duration
-	// auditFile is the replica's local audit log file when on etcd.
-	auditFile *bolt.DB
 }
 
 func openBackend(ctx context.Context, c config.Store) (*backend, error) {
@@ -72,28 +71,17 @@ func openBackend(ctx context.Context, c config.Store) (*backend, error) {
 	return &backend{store: st, etcd: st, ttl: ttl}, nil
 }
 
-// auditDB is where the audit log lives: the store's own bbolt file on one
-// node; with etcd, each replica's local file (store.etcd.audit_file), so
-// each replica keeps its own chain of the decisions it made.
-func (b *backend) auditDB(cfg *config.Config) (*bolt.DB, error) {
+// auditBackend is where the audit log lives: on one node the store's own
+// bbolt file (its own bucket), so a backup of the store is a backup of the
+// log; on etcd the shared cluster, so the replicas append to one chain.
+func (b *backend) auditBackend() (audit.Backend, error) {
 	if b.bolt != nil {
-		return b.bolt.DB(), nil
+		return boltaudit.New(b.bolt.DB())
 	}
-	path := cfg.Store.Etcd.AuditFile
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 5 * time.Second})
-	if err != nil {
-		return nil, fmt.Errorf("opening the audit file %s: %w", path, err)
-	}
-	b.auditFile = db
-	return db, nil
+	return etcdaudit.New(b.etcd.Client(), b.etcd.Prefix()), nil
 }
 
-func (b *backend) Close() error {
-	if b.auditFile != nil {
-		_ = b.auditFile.Close()
-	}
-	return b.store.Close()
-}
+func (b *backend) Close() error { return b.store.Close() }
 
 // asLeader runs work while this replica leads; on bbolt it always does. A
 // lost election cancels work's context; the replica then campaigns again.

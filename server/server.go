@@ -220,8 +220,13 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, er
 }
 
 func newWithStore(ctx context.Context, cfg *config.Config, log *slog.Logger, b *backend, provider kek.Provider) (*Server, error) {
+	metrics := NewMetrics()
+	// Lifecycle and KEK events: KEK errors counted, changes audited once
+	// the audit log is open (below).
+	events := &keyEvents{metrics: metrics}
 	keys := keystore.NewManager(b.store, provider, keystore.Options{
-		Logger: log,
+		Logger:  log,
+		OnEvent: events.handle,
 		// Key sets still under an earlier KEK (during or after a
 		// rotation) are opened by the URI recorded on them.
 		OpenKEK:          providers.Opener(providers.Options{}),
@@ -248,23 +253,20 @@ func newWithStore(ctx context.Context, cfg *config.Config, log *slog.Logger, b *
 	if err != nil {
 		return nil, err
 	}
-	evidence, err := newEvidenceVerifiers(cfg.Attestation, log)
+	evidence, err := newEvidenceVerifiers(cfg.Attestation, log, metrics)
 	if err != nil {
 		return nil, err
 	}
-	metrics := NewMetrics()
 	metrics.RegisterKeyStates(KeyStateCounts(keys, 2*time.Second))
-	// On one node the audit log shares the key store's file (its own
-	// bucket), so a backup of the store is a backup of the log; on etcd
-	// each replica keeps its own chain in store.etcd.audit_file.
-	auditDB, err := b.auditDB(cfg)
+	auditBackend, err := b.auditBackend()
+	if err != nil {
+		return nil, fmt.Errorf("audit log: %w", err)
+	}
+	auditor, err := openAuditor(ctx, keys, auditBackend, log, metrics)
 	if err != nil {
 		return nil, err
 	}
-	auditor, err := openAuditor(ctx, keys, auditDB, log, metrics)
-	if err != nil {
-		return nil, err
-	}
+	events.audit.Store(auditor)
 	rel, err := NewReleaseService(ReleaseDeps{
 		Keys: keys, Tokens: tokens, Nonces: nonces, Logger: log, Rand: rand.Reader,
 		Evidence: evidence.Verifiers(), Metrics: metrics, Audit: auditor,
@@ -304,8 +306,8 @@ func newTokenVerifier(ctx context.Context, c config.Tokens) (*token.Verifier, er
 }
 
 // newEvidenceVerifiers builds the platform verifiers and their collateral
-// store from the configuration.
-func newEvidenceVerifiers(c config.Attestation, log *slog.Logger) (*verifiers.Set, error) {
+// store from the configuration; collateral cache lookups are counted in m.
+func newEvidenceVerifiers(c config.Attestation, log *slog.Logger, m *Metrics) (*verifiers.Set, error) {
 	store, err := collateral.New(collateral.Config{
 		AMDBaseURL:        c.Collateral.AMDKDSURL,
 		IntelPCSBaseURL:   c.Collateral.IntelPCSURL,
@@ -315,6 +317,7 @@ func newEvidenceVerifiers(c config.Attestation, log *slog.Logger) (*verifiers.Se
 		Offline:           c.Collateral.Offline,
 		RequestTimeout:    time.Duration(c.Collateral.RequestTimeout),
 		Logger:            log,
+		OnLookup:          m.CollateralLookup,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("collateral: %w", err)

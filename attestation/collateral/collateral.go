@@ -109,6 +109,11 @@ type Config struct {
 	// Logger receives warnings (retries, stale documents, cache write
 	// failures); nil discards them.
 	Logger *slog.Logger
+	// OnLookup, if set, is called once per Fetch of a well-formed URL:
+	// hit when memory answered (a fresh document or a remembered 404),
+	// miss when the directory or the network was consulted. It runs on
+	// the caller's goroutine and must be quick (a metrics counter).
+	OnLookup func(hit bool)
 }
 
 // Document is a collateral document and what the store knows of it.
@@ -157,6 +162,7 @@ type Store struct {
 	failureTTL  time.Duration
 	maxEntries  int
 	log         *slog.Logger
+	onLookup    func(hit bool)
 
 	flights flightGroup
 	mu      sync.Mutex
@@ -187,6 +193,7 @@ func New(cfg Config) (*Store, error) {
 		failureTTL:  orDefault(cfg.FailureTTL, DefaultFailureTTL),
 		maxEntries:  orDefault(cfg.MaxEntries, DefaultMaxEntries),
 		log:         cfg.Logger,
+		onLookup:    cfg.OnLookup,
 		mem:         make(map[string]*entry),
 	}
 	if cfg.MaxAttempts < 0 || cfg.BaseBackoff < 0 || cfg.MaxBackoff < 0 || cfg.MaxDocumentSize < 0 ||

@@ -23,6 +23,7 @@ func (s *Store) Fetch(ctx context.Context, u string) (*Document, error) {
 	e := s.mem[u]
 	s.mu.Unlock()
 	if e != nil && e.doc != nil && now.Before(e.until) {
+		s.lookup(true)
 		return e.doc.clone(now), nil
 	}
 	d, err := parseDocURL(u)
@@ -35,11 +36,16 @@ func (s *Store) Fetch(ctx context.Context, u string) (*Document, error) {
 		s.mu.Unlock()
 	}
 	if e != nil && e.doc == nil && now.Before(e.until) {
+		s.lookup(true)
 		return nil, fmt.Errorf("%w: %s (remembered)", ErrNotFound, d.canonical)
 	}
 	if e != nil && e.doc != nil && now.Before(e.until) {
+		s.lookup(true)
 		return e.doc.clone(now), nil
 	}
+	// Whatever load finds (it may be a copy another caller's load just
+	// stored), this call waited for the slow path: a miss.
+	s.lookup(false)
 	doc, err := s.flights.do(ctx, d.canonical, func(ctx context.Context) (*Document, error) {
 		return s.load(ctx, d)
 	})
@@ -47,6 +53,13 @@ func (s *Store) Fetch(ctx context.Context, u string) (*Document, error) {
 		return nil, err
 	}
 	return doc.clone(s.now()), nil
+}
+
+// lookup reports a cache hit or miss to Config.OnLookup.
+func (s *Store) lookup(hit bool) {
+	if s.onLookup != nil {
+		s.onLookup(hit)
+	}
 }
 
 // load finds d when memory holds no fresh copy: memory (filled by a load

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -26,34 +27,39 @@ import (
 
 // adminFlags are the connection settings of every admin command: the
 // local Unix socket (bootstrap, the default), or the network admin
-// listener with a client certificate and/or a bearer token. Each flag has
-// an environment variable, so scripts can set them once.
+// listener with a client certificate and/or a bearer token. Each setting
+// comes from its flag, else its environment variable, else the CLI config
+// file (cliconfig.go), else its default; resolve applies that order once
+// the flags are parsed.
 type adminFlags struct {
 	socket, output                             string
 	addr, caFile, certFile, keyFile, tokenFile string
+	// cliConfig is --cli-config: the config file to read instead of
+	// $KMS_CLI_CONFIG or the default path.
+	cliConfig string
 }
 
 func (a *adminFlags) register(cmd *cobra.Command) {
-	env := func(name, def string) string {
-		if v := os.Getenv(name); v != "" {
-			return v
-		}
-		return def
-	}
 	f := cmd.PersistentFlags()
-	f.StringVar(&a.socket, "socket", env("KMS_ADMIN_SOCKET", "admin.sock"), "admin Unix socket of the server (env KMS_ADMIN_SOCKET)")
-	f.StringVarP(&a.output, "output", "o", "table", "output format: table or json")
-	f.StringVar(&a.addr, "addr", env("KMS_ADMIN_ADDR", ""), "network admin listener host:port instead of the socket (env KMS_ADMIN_ADDR)")
-	f.StringVar(&a.caFile, "ca", env("KMS_ADMIN_CA", ""), "PEM CA of the server's TLS certificate (env KMS_ADMIN_CA; default: system roots)")
-	f.StringVar(&a.certFile, "cert", env("KMS_ADMIN_CERT", ""), "operator client certificate, PEM (env KMS_ADMIN_CERT)")
-	f.StringVar(&a.keyFile, "key", env("KMS_ADMIN_KEY", ""), "its private key, PEM (env KMS_ADMIN_KEY)")
-	f.StringVar(&a.tokenFile, "token-file", env("KMS_ADMIN_TOKEN_FILE", ""), "file holding an access token with admin app roles (env KMS_ADMIN_TOKEN_FILE)")
+	f.StringVar(&a.socket, "socket", "admin.sock", "admin Unix socket of the server (env KMS_ADMIN_SOCKET, config socket)")
+	f.StringVarP(&a.output, "output", "o", "table", "output format: table or json (env KMS_ADMIN_OUTPUT, config output)")
+	f.StringVar(&a.addr, "addr", "", "network admin listener host:port instead of the socket (env KMS_ADMIN_ADDR, config addr)")
+	f.StringVar(&a.caFile, "ca", "", "PEM CA of the server's TLS certificate (env KMS_ADMIN_CA, config ca; default: system roots)")
+	f.StringVar(&a.certFile, "cert", "", "operator client certificate, PEM (env KMS_ADMIN_CERT, config cert)")
+	f.StringVar(&a.keyFile, "key", "", "its private key, PEM (env KMS_ADMIN_KEY, config key)")
+	f.StringVar(&a.tokenFile, "token-file", "", "file holding an access token with admin app roles (env KMS_ADMIN_TOKEN_FILE, config token_file)")
+	f.StringVar(&a.cliConfig, "cli-config", "", "CLI config file, YAML with socket, addr, ca, cert, key, token_file, output; flags and environment override it (env "+
+		cliConfigEnv+"; default $XDG_CONFIG_HOME/attested-kms/cli.yaml or ~/.config/attested-kms/cli.yaml, if present)")
 }
 
-// client dials the admin API: the network listener when --addr is set,
-// else the Unix socket, whose file mode is its access control (so that
-// connection itself is not encrypted).
-func (a *adminFlags) client() (kmsv1.AdminClient, func(), error) {
+// client resolves the connection settings of cmd and dials the admin
+// API: the network listener when addr is set, else the Unix socket, whose
+// file mode is its access control (so that connection itself is not
+// encrypted).
+func (a *adminFlags) client(cmd *cobra.Command) (kmsv1.AdminClient, func(), error) {
+	if err := a.resolve(cmd.Flags().Changed, os.Getenv); err != nil {
+		return nil, nil, err
+	}
 	if err := checkFormat(a.output); err != nil {
 		return nil, nil, err
 	}
@@ -126,7 +132,7 @@ func (bearerFile) RequireTransportSecurity() bool { return true }
 // run dials the admin socket, calls f with the command's context, and
 // closes the connection.
 func (a *adminFlags) run(cmd *cobra.Command, f func(ctx context.Context, c kmsv1.AdminClient) error) error {
-	c, done, err := a.client()
+	c, done, err := a.client(cmd)
 	if err != nil {
 		return err
 	}
@@ -173,6 +179,44 @@ func stateName(s kmsv1.KeyState) string {
 	return "unknown"
 }
 
+// printKey prints one key's fields, one per line. Fields that do not
+// apply (the hold's return state, the destruction time, the sealing of a
+// destroyed key) are left out rather than shown empty.
+func printKey(w io.Writer, resp *kmsv1.GetKeyResponse) error {
+	k := resp.GetKey()
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	row := func(name string, v any) { fmt.Fprintf(tw, "%s\t%v\n", name, v) }
+	row("KEYSET", k.GetKeyset())
+	row("KID", k.GetKid())
+	row("VERSION", k.GetVersion())
+	row("OHTTP KEY ID", k.GetOhttpKeyId())
+	row("STATE", stateName(k.GetState()))
+	if k.GetState() == kmsv1.KeyState_KEY_STATE_DISABLED {
+		row("HELD STATE", stateName(resp.GetHeldState()))
+	}
+	row("SUITE", k.GetSuite())
+	row("PUBLIC KEY", base64.StdEncoding.EncodeToString(k.GetPublicKey()))
+	row("CREATED", ts(k.GetCreatedAt()))
+	row("ACTIVATES", ts(k.GetActivatesAt()))
+	row("EXPIRES", ts(k.GetExpiresAt()))
+	row("DESTROY AFTER", ts(k.GetDestroyAfter()))
+	if resp.GetDestroyedAt() != nil {
+		row("DESTROYED", ts(resp.GetDestroyedAt()))
+	}
+	if resp.GetSealFormat() != "" {
+		row("KEK", k.GetKekUri())
+		row("SEAL FORMAT", resp.GetSealFormat())
+		row("WRAP ALGORITHM", resp.GetWrapAlgorithm())
+		if g := resp.GetIntermediateGeneration(); g != 0 {
+			row("INTERMEDIATE GENERATION", g)
+		}
+		if v := resp.GetKekVersion(); v != "" {
+			row("KEK VERSION", v)
+		}
+	}
+	return tw.Flush()
+}
+
 func newKeysCmd() *cobra.Command {
 	a := &adminFlags{}
 	cmd := &cobra.Command{Use: "keys", Short: "List, rotate, disable, enable and destroy keys (admin socket)"}
@@ -187,7 +231,7 @@ func newKeysCmd() *cobra.Command {
 		return &cobra.Command{
 			Use: use, Short: short, Args: args,
 			RunE: func(cmd *cobra.Command, args []string) error {
-				c, done, err := a.client()
+				c, done, err := a.client(cmd)
 				if err != nil {
 					return err
 				}
@@ -221,7 +265,22 @@ func newKeysCmd() *cobra.Command {
 				return k, []*kmsv1.KeyInfo{k}, err
 			})
 	}
-	cmd.AddCommand(list, rotate,
+	show := &cobra.Command{
+		Use: "show KID", Short: "Show one key's full metadata (never key material)", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return a.run(cmd, func(ctx context.Context, c kmsv1.AdminClient) error {
+				resp, err := c.GetKey(ctx, &kmsv1.GetKeyRequest{Keyset: keyset, Kid: args[0]})
+				if err != nil {
+					return err
+				}
+				if a.output == "json" {
+					return printJSON(cmd.OutOrStdout(), resp)
+				}
+				return printKey(cmd.OutOrStdout(), resp)
+			})
+		},
+	}
+	cmd.AddCommand(list, show, rotate,
 		setState("disable", "Hold a key: nothing is released while it is disabled", kmsv1.KeyState_KEY_STATE_DISABLED),
 		setState("enable", "Lift a hold: the key returns to the state it had", kmsv1.KeyState_KEY_STATE_ACTIVE),
 		setState("destroy", "Erase the sealed private key (irreversible)", kmsv1.KeyState_KEY_STATE_DESTROYED))
@@ -231,7 +290,7 @@ func newKeysCmd() *cobra.Command {
 
 func newKeySetsCmd() *cobra.Command {
 	a := &adminFlags{}
-	cmd := &cobra.Command{Use: "keysets", Short: "Create and list key sets (admin socket)"}
+	cmd := &cobra.Command{Use: "keysets", Short: "Create, list and update key sets (admin socket)"}
 	a.register(cmd)
 	var policyFile string
 	var rotation, lifetime, lead, retention time.Duration
@@ -274,19 +333,88 @@ func newKeySetsCmd() *cobra.Command {
 				if a.output == "json" {
 					return printJSON(cmd.OutOrStdout(), resp)
 				}
-				tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-				fmt.Fprintln(tw, "NAME\tPOLICY VERSION\tROTATION\tLIFETIME\tRETENTION\tCREATED")
-				for _, ks := range resp.GetKeysets() {
-					s := ks.GetSettings()
-					fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\n", ks.GetName(), ks.GetPolicyVersion(),
-						time.Duration(s.GetRotationPeriodSeconds())*time.Second, time.Duration(s.GetKeyLifetimeSeconds())*time.Second,
-						time.Duration(s.GetRetentionSeconds())*time.Second, ts(ks.GetCreatedAt()))
-				}
-				return tw.Flush()
+				return printKeySets(cmd.OutOrStdout(), resp.GetKeysets())
 			})
 		},
 	}
-	cmd.AddCommand(create, list)
+	cmd.AddCommand(create, list, newKeySetsUpdateCmd(a))
+	return cmd
+}
+
+func printKeySets(w io.Writer, sets []*kmsv1.KeySet) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tPOLICY VERSION\tROTATION\tLIFETIME\tPENDING LEAD\tRETENTION\tCREATED")
+	sec := func(v int64) time.Duration { return time.Duration(v) * time.Second }
+	for _, ks := range sets {
+		s := ks.GetSettings()
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\n", ks.GetName(), ks.GetPolicyVersion(),
+			sec(s.GetRotationPeriodSeconds()), sec(s.GetKeyLifetimeSeconds()), sec(s.GetPendingLeadSeconds()),
+			sec(s.GetRetentionSeconds()), ts(ks.GetCreatedAt()))
+	}
+	return tw.Flush()
+}
+
+// newKeySetsUpdateCmd is `kms keysets update`: new lifecycle settings
+// for keys created from now on.
+func newKeySetsUpdateCmd(a *adminFlags) *cobra.Command {
+	var rotation, lifetime, lead, retention time.Duration
+	cmd := &cobra.Command{
+		Use:   "update NAME",
+		Short: "Change a key set's rotation period, key lifetime, pending lead or retention",
+		Long: `update changes the lifecycle settings of a key set; settings not given keep
+their value. Each key's activation, expiry and destruction times are fixed,
+as absolute times, when the key is created, so existing keys are not moved:
+the new settings apply to keys created afterwards (the next rotation, and
+the next key the scheduler creates, which activates one new rotation period
+after the newest key). A later rotation retires the current key with the new
+retention, which can shorten its remaining retention but never extend it.
+
+The result must describe a gapless schedule: key lifetime at least the
+rotation period, pending lead below it. Durations are whole seconds.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var settings kmsv1.KeySetSettings
+			given := 0
+			for _, f := range []struct {
+				name string
+				v    time.Duration
+				dst  *int64
+			}{
+				{"rotation-period", rotation, &settings.RotationPeriodSeconds},
+				{"key-lifetime", lifetime, &settings.KeyLifetimeSeconds},
+				{"pending-lead", lead, &settings.PendingLeadSeconds},
+				{"retention", retention, &settings.RetentionSeconds},
+			} {
+				if !cmd.Flags().Changed(f.name) {
+					continue
+				}
+				// Zero means "keep" on the wire, and the wire has whole
+				// seconds: refuse what would silently mean something else.
+				if f.v <= 0 || f.v%time.Second != 0 {
+					return &exitError{code: 2, err: fmt.Errorf("--%s %s: want a positive whole number of seconds (omit the flag to keep the current value)", f.name, f.v)}
+				}
+				*f.dst = int64(f.v / time.Second)
+				given++
+			}
+			if given == 0 {
+				return &exitError{code: 2, err: errors.New("nothing to change: give --rotation-period, --key-lifetime, --pending-lead or --retention")}
+			}
+			return a.run(cmd, func(ctx context.Context, c kmsv1.AdminClient) error {
+				ks, err := c.UpdateKeySetSettings(ctx, &kmsv1.UpdateKeySetSettingsRequest{Keyset: args[0], Settings: &settings})
+				if err != nil {
+					return err
+				}
+				if a.output == "json" {
+					return printJSON(cmd.OutOrStdout(), ks)
+				}
+				return printKeySets(cmd.OutOrStdout(), []*kmsv1.KeySet{ks})
+			})
+		},
+	}
+	cmd.Flags().DurationVar(&rotation, "rotation-period", 0, "interval between key activations")
+	cmd.Flags().DurationVar(&lifetime, "key-lifetime", 0, "how long a key stays active")
+	cmd.Flags().DurationVar(&lead, "pending-lead", 0, "how long before activation a key is published")
+	cmd.Flags().DurationVar(&retention, "retention", 0, "how long a retired key stays releasable")
 	return cmd
 }
 

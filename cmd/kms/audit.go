@@ -21,6 +21,7 @@ import (
 
 	"github.com/attested-kms/attested-kms/audit"
 	"github.com/attested-kms/attested-kms/audit/boltaudit"
+	"github.com/attested-kms/attested-kms/audit/etcdaudit"
 	kmsv1 "github.com/attested-kms/attested-kms/proto/kms/v1"
 )
 
@@ -28,9 +29,10 @@ func newAuditCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "audit",
 		Short: "Verify, export and read the hash-chained audit log (offline)",
-		Long: `audit works on a copy of the log, without the server: an export (JSON
-lines) or a bbolt file. A running server holds its bbolt file locked: work
-on a backup copy of it. Only public-key asks the server (admin API).`,
+		Long: `audit reads the log without the server: an export (JSON lines), a bbolt
+file, or the etcd cluster replicas share (etcd://host:port[,...][/prefix]).
+A running single-node server holds its bbolt file locked: work on a backup
+copy of it. Only public-key asks the server (admin API).`,
 	}
 	cmd.AddCommand(newAuditVerifyCmd(), newAuditExportCmd(), newAuditTailCmd(), newAuditPublicKeyCmd())
 	return cmd
@@ -68,7 +70,7 @@ with the checkpoints your SIEM holds.`,
 			return nil
 		},
 	}
-	c.Flags().StringVar(&logPath, "log", "", "exported log (JSON lines) or bbolt file (required)")
+	c.Flags().StringVar(&logPath, "log", "", "exported log (JSON lines), bbolt file, or etcd://host:port[,...][/prefix] (required)")
 	c.Flags().StringVar(&keyPath, "public-key", "", "PEM file with the audit key's Ed25519 public key (required)")
 	_ = c.MarkFlagRequired("log")
 	_ = c.MarkFlagRequired("public-key")
@@ -78,6 +80,14 @@ with the checkpoints your SIEM holds.`,
 // verifyAuditFile tells an export from a bbolt file by its first byte: an
 // export is empty or starts with '{', a bbolt file with its binary meta page.
 func verifyAuditFile(cmd *cobra.Command, path string, pub ed25519.PublicKey) (audit.Result, error) {
+	if isEtcdSource(path) {
+		b, err := openAuditBackend(cmd.Context(), path)
+		if err != nil {
+			return audit.Result{}, err
+		}
+		defer b.Close()
+		return audit.VerifyBackend(cmd.Context(), b, pub)
+	}
 	f, err := os.Open(path)
 	if err != nil {
 		return audit.Result{}, fmt.Errorf("audit: %w", err)
@@ -102,6 +112,36 @@ func verifyAuditFile(cmd *cobra.Command, path string, pub ed25519.PublicKey) (au
 		return audit.Result{}, err
 	}
 	return audit.Verify(audit.Entries(io.NewSectionReader(f, 0, math.MaxInt64)), cps, pub)
+}
+
+// An etcd source is etcd://host:port[,host:port...][/prefix]: the log the
+// replicas of a cluster share (plain connections: for a TLS cluster, take a
+// snapshot or an export instead).
+func isEtcdSource(s string) bool { return strings.HasPrefix(s, "etcd://") }
+
+// auditBackend is a log source the commands read: a bbolt file or etcd.
+type auditBackend interface {
+	audit.Backend
+	Close() error
+}
+
+func openAuditBackend(ctx context.Context, src string) (auditBackend, error) {
+	if !isEtcdSource(src) {
+		return boltaudit.Open(src, true)
+	}
+	rest := strings.TrimPrefix(src, "etcd://")
+	hosts, prefix, _ := strings.Cut(rest, "/")
+	if hosts == "" {
+		return nil, fmt.Errorf("audit: %q names no etcd endpoint", src)
+	}
+	var endpoints []string
+	for _, h := range strings.Split(hosts, ",") {
+		endpoints = append(endpoints, "http://"+h)
+	}
+	if prefix != "" {
+		prefix = "/" + prefix
+	}
+	return etcdaudit.Open(ctx, etcdaudit.Config{Endpoints: endpoints, Prefix: prefix})
 }
 
 func readEd25519PublicKey(path string) (ed25519.PublicKey, error) {
@@ -137,7 +177,7 @@ export, so that "kms audit verify" can check it on its own. Field names are
 stable; see the audit package documentation.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			b, err := boltaudit.Open(dbPath, true)
+			b, err := openAuditBackend(cmd.Context(), dbPath)
 			if err != nil {
 				return err
 			}
@@ -175,7 +215,7 @@ stable; see the audit package documentation.`,
 			return nil
 		},
 	}
-	c.Flags().StringVar(&dbPath, "db", "", "bbolt file holding the audit log (required)")
+	c.Flags().StringVar(&dbPath, "db", "", "bbolt file holding the audit log, or etcd://host:port[,...][/prefix] (required)")
 	c.Flags().Uint64Var(&from, "from", 1, "first sequence number to export")
 	c.Flags().StringVarP(&out, "output", "o", "", "output file (mode 0600); standard output when empty")
 	_ = c.MarkFlagRequired("db")
@@ -193,7 +233,7 @@ func newAuditTailCmd() *cobra.Command {
 			if format != "table" && format != "json" {
 				return fmt.Errorf("audit tail: -o %q: want table or json", format)
 			}
-			b, err := boltaudit.Open(dbPath, true)
+			b, err := openAuditBackend(cmd.Context(), dbPath)
 			if err != nil {
 				return err
 			}
@@ -209,7 +249,7 @@ func newAuditTailCmd() *cobra.Command {
 			return printAuditEntries(cmd.OutOrStdout(), format, b.Range(cmd.Context(), from, last.Seq))
 		},
 	}
-	c.Flags().StringVar(&dbPath, "db", "", "bbolt file holding the audit log (required)")
+	c.Flags().StringVar(&dbPath, "db", "", "bbolt file holding the audit log, or etcd://host:port[,...][/prefix] (required)")
 	c.Flags().Uint64VarP(&n, "lines", "n", 20, "number of entries")
 	c.Flags().StringVarP(&format, "output", "o", "table", "output format: table or json (export lines)")
 	_ = c.MarkFlagRequired("db")

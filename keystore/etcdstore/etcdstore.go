@@ -196,3 +196,12 @@ func (s *Store) begin(ctx context.Context) error {
 	}
 	return s.closed()
 }
+
+// Client returns the store's etcd client, for components that keep their
+// own records beside the store's (the audit log) on the same connection.
+// The store owns it: do not close it.
+func (s *Store) Client() *clientv3.Client { return s.cli }
+
+// Prefix returns the key prefix the store writes under, with its trailing
+// "/".
+func (s *Store) Prefix() string { return s.l.prefix }

@@ -1004,6 +1004,62 @@ func (x *KeySet) GetCreatedAt() *timestamppb.Timestamp {
 	return nil
 }
 
+type UpdateKeySetSettingsRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Keyset string                 `protobuf:"bytes,1,opt,name=keyset,proto3" json:"keyset,omitempty"`
+	// Zero fields keep the key set's current value (so a pending lead time
+	// cannot be set back to zero here), and at least one must be non-zero.
+	// The result must describe a gapless schedule (lifetime >= rotation
+	// period > pending lead, retention >= 0), else INVALID_ARGUMENT.
+	Settings      *KeySetSettings `protobuf:"bytes,2,opt,name=settings,proto3" json:"settings,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateKeySetSettingsRequest) Reset() {
+	*x = UpdateKeySetSettingsRequest{}
+	mi := &file_kms_v1_kms_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateKeySetSettingsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateKeySetSettingsRequest) ProtoMessage() {}
+
+func (x *UpdateKeySetSettingsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kms_v1_kms_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateKeySetSettingsRequest.ProtoReflect.Descriptor instead.
+func (*UpdateKeySetSettingsRequest) Descriptor() ([]byte, []int) {
+	return file_kms_v1_kms_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *UpdateKeySetSettingsRequest) GetKeyset() string {
+	if x != nil {
+		return x.Keyset
+	}
+	return ""
+}
+
+func (x *UpdateKeySetSettingsRequest) GetSettings() *KeySetSettings {
+	if x != nil {
+		return x.Settings
+	}
+	return nil
+}
+
 type ListKeySetsRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1012,7 +1068,7 @@ type ListKeySetsRequest struct {
 
 func (x *ListKeySetsRequest) Reset() {
 	*x = ListKeySetsRequest{}
-	mi := &file_kms_v1_kms_proto_msgTypes[13]
+	mi := &file_kms_v1_kms_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1024,7 +1080,7 @@ func (x *ListKeySetsRequest) String() string {
 func (*ListKeySetsRequest) ProtoMessage() {}
 
 func (x *ListKeySetsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kms_v1_kms_proto_msgTypes[13]
+	mi := &file_kms_v1_kms_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1037,7 +1093,7 @@ func (x *ListKeySetsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListKeySetsRequest.ProtoReflect.Descriptor instead.
 func (*ListKeySetsRequest) Descriptor() ([]byte, []int) {
-	return file_kms_v1_kms_proto_rawDescGZIP(), []int{13}
+	return file_kms_v1_kms_proto_rawDescGZIP(), []int{14}
 }
 
 type ListKeySetsResponse struct {
@@ -1049,7 +1105,7 @@ type ListKeySetsResponse struct {
 
 func (x *ListKeySetsResponse) Reset() {
 	*x = ListKeySetsResponse{}
-	mi := &file_kms_v1_kms_proto_msgTypes[14]
+	mi := &file_kms_v1_kms_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1061,7 +1117,7 @@ func (x *ListKeySetsResponse) String() string {
 func (*ListKeySetsResponse) ProtoMessage() {}
 
 func (x *ListKeySetsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kms_v1_kms_proto_msgTypes[14]
+	mi := &file_kms_v1_kms_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1074,7 +1130,7 @@ func (x *ListKeySetsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListKeySetsResponse.ProtoReflect.Descriptor instead.
 func (*ListKeySetsResponse) Descriptor() ([]byte, []int) {
-	return file_kms_v1_kms_proto_rawDescGZIP(), []int{14}
+	return file_kms_v1_kms_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ListKeySetsResponse) GetKeysets() []*KeySet {
@@ -1093,7 +1149,7 @@ type RotateKeysRequest struct {
 
 func (x *RotateKeysRequest) Reset() {
 	*x = RotateKeysRequest{}
-	mi := &file_kms_v1_kms_proto_msgTypes[15]
+	mi := &file_kms_v1_kms_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1105,7 +1161,7 @@ func (x *RotateKeysRequest) String() string {
 func (*RotateKeysRequest) ProtoMessage() {}
 
 func (x *RotateKeysRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kms_v1_kms_proto_msgTypes[15]
+	mi := &file_kms_v1_kms_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1118,7 +1174,7 @@ func (x *RotateKeysRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateKeysRequest.ProtoReflect.Descriptor instead.
 func (*RotateKeysRequest) Descriptor() ([]byte, []int) {
-	return file_kms_v1_kms_proto_rawDescGZIP(), []int{15}
+	return file_kms_v1_kms_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *RotateKeysRequest) GetKeyset() string {
@@ -1148,7 +1204,7 @@ type KeyInfo struct {
 
 func (x *KeyInfo) Reset() {
 	*x = KeyInfo{}
-	mi := &file_kms_v1_kms_proto_msgTypes[16]
+	mi := &file_kms_v1_kms_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1160,7 +1216,7 @@ func (x *KeyInfo) String() string {
 func (*KeyInfo) ProtoMessage() {}
 
 func (x *KeyInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_kms_v1_kms_proto_msgTypes[16]
+	mi := &file_kms_v1_kms_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1173,7 +1229,7 @@ func (x *KeyInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyInfo.ProtoReflect.Descriptor instead.
 func (*KeyInfo) Descriptor() ([]byte, []int) {
-	return file_kms_v1_kms_proto_rawDescGZIP(), []int{16}
+	return file_kms_v1_kms_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *KeyInfo) GetKeyset() string {
@@ -1269,7 +1325,7 @@ type ListKeysRequest struct {
 
 func (x *ListKeysRequest) Reset() {
 	*x = ListKeysRequest{}
-	mi := &file_kms_v1_kms_proto_msgTypes[17]
+	mi := &file_kms_v1_kms_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1281,7 +1337,7 @@ func (x *ListKeysRequest) String() string {
 func (*ListKeysRequest) ProtoMessage() {}
 
 func (x *ListKeysRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kms_v1_kms_proto_msgTypes[17]
+	mi := &file_kms_v1_kms_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1294,7 +1350,7 @@ func (x *ListKeysRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListKeysRequest.ProtoReflect.Descriptor instead.
 func (*ListKeysRequest) Descriptor() ([]byte, []int) {
-	return file_kms_v1_kms_proto_rawDescGZIP(), []int{17}
+	return file_kms_v1_kms_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ListKeysRequest) GetKeyset() string {
@@ -1313,7 +1369,7 @@ type ListKeysResponse struct {
 
 func (x *ListKeysResponse) Reset() {
 	*x = ListKeysResponse{}
-	mi := &file_kms_v1_kms_proto_msgTypes[18]
+	mi := &file_kms_v1_kms_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1325,7 +1381,7 @@ func (x *ListKeysResponse) String() string {
 func (*ListKeysResponse) ProtoMessage() {}
 
 func (x *ListKeysResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kms_v1_kms_proto_msgTypes[18]
+	mi := &file_kms_v1_kms_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1338,7 +1394,7 @@ func (x *ListKeysResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListKeysResponse.ProtoReflect.Descriptor instead.
 func (*ListKeysResponse) Descriptor() ([]byte, []int) {
-	return file_kms_v1_kms_proto_rawDescGZIP(), []int{18}
+	return file_kms_v1_kms_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ListKeysResponse) GetKeys() []*KeyInfo {
@@ -1346,6 +1402,157 @@ func (x *ListKeysResponse) GetKeys() []*KeyInfo {
 		return x.Keys
 	}
 	return nil
+}
+
+type GetKeyRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Keyset        string                 `protobuf:"bytes,1,opt,name=keyset,proto3" json:"keyset,omitempty"`
+	Kid           string                 `protobuf:"bytes,2,opt,name=kid,proto3" json:"kid,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetKeyRequest) Reset() {
+	*x = GetKeyRequest{}
+	mi := &file_kms_v1_kms_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetKeyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetKeyRequest) ProtoMessage() {}
+
+func (x *GetKeyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kms_v1_kms_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetKeyRequest.ProtoReflect.Descriptor instead.
+func (*GetKeyRequest) Descriptor() ([]byte, []int) {
+	return file_kms_v1_kms_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *GetKeyRequest) GetKeyset() string {
+	if x != nil {
+		return x.Keyset
+	}
+	return ""
+}
+
+func (x *GetKeyRequest) GetKid() string {
+	if x != nil {
+		return x.Kid
+	}
+	return ""
+}
+
+type GetKeyResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Key   *KeyInfo               `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	// The state a disabled key returns to when enabled; UNSPECIFIED unless
+	// key.state is DISABLED.
+	HeldState KeyState `protobuf:"varint,2,opt,name=held_state,json=heldState,proto3,enum=kms.v1.KeyState" json:"held_state,omitempty"`
+	// When the sealed private key was erased; unset unless destroyed.
+	DestroyedAt *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=destroyed_at,json=destroyedAt,proto3" json:"destroyed_at,omitempty"`
+	// The sealing scheme's name: format v2 seals under the key set's
+	// intermediate key, v1 directly under the KEK. Empty once destroyed.
+	SealFormat string `protobuf:"bytes,4,opt,name=seal_format,json=sealFormat,proto3" json:"seal_format,omitempty"`
+	// v2: the intermediate key generation that wraps the data key.
+	IntermediateGeneration uint64 `protobuf:"varint,5,opt,name=intermediate_generation,json=intermediateGeneration,proto3" json:"intermediate_generation,omitempty"`
+	// The data key's wrapping algorithm, and for v1 the KEK version.
+	WrapAlgorithm string `protobuf:"bytes,6,opt,name=wrap_algorithm,json=wrapAlgorithm,proto3" json:"wrap_algorithm,omitempty"`
+	KekVersion    string `protobuf:"bytes,7,opt,name=kek_version,json=kekVersion,proto3" json:"kek_version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetKeyResponse) Reset() {
+	*x = GetKeyResponse{}
+	mi := &file_kms_v1_kms_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetKeyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetKeyResponse) ProtoMessage() {}
+
+func (x *GetKeyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kms_v1_kms_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetKeyResponse.ProtoReflect.Descriptor instead.
+func (*GetKeyResponse) Descriptor() ([]byte, []int) {
+	return file_kms_v1_kms_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *GetKeyResponse) GetKey() *KeyInfo {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+func (x *GetKeyResponse) GetHeldState() KeyState {
+	if x != nil {
+		return x.HeldState
+	}
+	return KeyState_KEY_STATE_UNSPECIFIED
+}
+
+func (x *GetKeyResponse) GetDestroyedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.DestroyedAt
+	}
+	return nil
+}
+
+func (x *GetKeyResponse) GetSealFormat() string {
+	if x != nil {
+		return x.SealFormat
+	}
+	return ""
+}
+
+func (x *GetKeyResponse) GetIntermediateGeneration() uint64 {
+	if x != nil {
+		return x.IntermediateGeneration
+	}
+	return 0
+}
+
+func (x *GetKeyResponse) GetWrapAlgorithm() string {
+	if x != nil {
+		return x.WrapAlgorithm
+	}
+	return ""
+}
+
+func (x *GetKeyResponse) GetKekVersion() string {
+	if x != nil {
+		return x.KekVersion
+	}
+	return ""
 }
 
 type SetKeyStateRequest struct {
@@ -1361,7 +1568,7 @@ type SetKeyStateRequest struct {
 
 func (x *SetKeyStateRequest) Reset() {
 	*x = SetKeyStateRequest{}
-	mi := &file_kms_v1_kms_proto_msgTypes[19]
+	mi := &file_kms_v1_kms_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1373,7 +1580,7 @@ func (x *SetKeyStateRequest) String() string {
 func (*SetKeyStateRequest) ProtoMessage() {}
 
 func (x *SetKeyStateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kms_v1_kms_proto_msgTypes[19]
+	mi := &file_kms_v1_kms_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1386,7 +1593,7 @@ func (x *SetKeyStateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetKeyStateRequest.ProtoReflect.Descriptor instead.
 func (*SetKeyStateRequest) Descriptor() ([]byte, []int) {
-	return file_kms_v1_kms_proto_rawDescGZIP(), []int{19}
+	return file_kms_v1_kms_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *SetKeyStateRequest) GetKeyset() string {
@@ -1420,7 +1627,7 @@ type SetPolicyRequest struct {
 
 func (x *SetPolicyRequest) Reset() {
 	*x = SetPolicyRequest{}
-	mi := &file_kms_v1_kms_proto_msgTypes[20]
+	mi := &file_kms_v1_kms_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1432,7 +1639,7 @@ func (x *SetPolicyRequest) String() string {
 func (*SetPolicyRequest) ProtoMessage() {}
 
 func (x *SetPolicyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kms_v1_kms_proto_msgTypes[20]
+	mi := &file_kms_v1_kms_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1445,7 +1652,7 @@ func (x *SetPolicyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetPolicyRequest.ProtoReflect.Descriptor instead.
 func (*SetPolicyRequest) Descriptor() ([]byte, []int) {
-	return file_kms_v1_kms_proto_rawDescGZIP(), []int{20}
+	return file_kms_v1_kms_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *SetPolicyRequest) GetKeyset() string {
@@ -1471,7 +1678,7 @@ type SetPolicyResponse struct {
 
 func (x *SetPolicyResponse) Reset() {
 	*x = SetPolicyResponse{}
-	mi := &file_kms_v1_kms_proto_msgTypes[21]
+	mi := &file_kms_v1_kms_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1483,7 +1690,7 @@ func (x *SetPolicyResponse) String() string {
 func (*SetPolicyResponse) ProtoMessage() {}
 
 func (x *SetPolicyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kms_v1_kms_proto_msgTypes[21]
+	mi := &file_kms_v1_kms_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1496,7 +1703,7 @@ func (x *SetPolicyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetPolicyResponse.ProtoReflect.Descriptor instead.
 func (*SetPolicyResponse) Descriptor() ([]byte, []int) {
-	return file_kms_v1_kms_proto_rawDescGZIP(), []int{21}
+	return file_kms_v1_kms_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *SetPolicyResponse) GetVersion() int64 {
@@ -1517,7 +1724,7 @@ type GetPolicyRequest struct {
 
 func (x *GetPolicyRequest) Reset() {
 	*x = GetPolicyRequest{}
-	mi := &file_kms_v1_kms_proto_msgTypes[22]
+	mi := &file_kms_v1_kms_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1529,7 +1736,7 @@ func (x *GetPolicyRequest) String() string {
 func (*GetPolicyRequest) ProtoMessage() {}
 
 func (x *GetPolicyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kms_v1_kms_proto_msgTypes[22]
+	mi := &file_kms_v1_kms_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1542,7 +1749,7 @@ func (x *GetPolicyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPolicyRequest.ProtoReflect.Descriptor instead.
 func (*GetPolicyRequest) Descriptor() ([]byte, []int) {
-	return file_kms_v1_kms_proto_rawDescGZIP(), []int{22}
+	return file_kms_v1_kms_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *GetPolicyRequest) GetKeyset() string {
@@ -1575,7 +1782,7 @@ type GetPolicyResponse struct {
 
 func (x *GetPolicyResponse) Reset() {
 	*x = GetPolicyResponse{}
-	mi := &file_kms_v1_kms_proto_msgTypes[23]
+	mi := &file_kms_v1_kms_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1587,7 +1794,7 @@ func (x *GetPolicyResponse) String() string {
 func (*GetPolicyResponse) ProtoMessage() {}
 
 func (x *GetPolicyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kms_v1_kms_proto_msgTypes[23]
+	mi := &file_kms_v1_kms_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1600,7 +1807,7 @@ func (x *GetPolicyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPolicyResponse.ProtoReflect.Descriptor instead.
 func (*GetPolicyResponse) Descriptor() ([]byte, []int) {
-	return file_kms_v1_kms_proto_rawDescGZIP(), []int{23}
+	return file_kms_v1_kms_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *GetPolicyResponse) GetPolicy() []byte {
@@ -1647,7 +1854,7 @@ type GetPolicyHistoryRequest struct {
 
 func (x *GetPolicyHistoryRequest) Reset() {
 	*x = GetPolicyHistoryRequest{}
-	mi := &file_kms_v1_kms_proto_msgTypes[24]
+	mi := &file_kms_v1_kms_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1659,7 +1866,7 @@ func (x *GetPolicyHistoryRequest) String() string {
 func (*GetPolicyHistoryRequest) ProtoMessage() {}
 
 func (x *GetPolicyHistoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kms_v1_kms_proto_msgTypes[24]
+	mi := &file_kms_v1_kms_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1672,7 +1879,7 @@ func (x *GetPolicyHistoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPolicyHistoryRequest.ProtoReflect.Descriptor instead.
 func (*GetPolicyHistoryRequest) Descriptor() ([]byte, []int) {
-	return file_kms_v1_kms_proto_rawDescGZIP(), []int{24}
+	return file_kms_v1_kms_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *GetPolicyHistoryRequest) GetKeyset() string {
@@ -1698,7 +1905,7 @@ type PolicyVersionInfo struct {
 
 func (x *PolicyVersionInfo) Reset() {
 	*x = PolicyVersionInfo{}
-	mi := &file_kms_v1_kms_proto_msgTypes[25]
+	mi := &file_kms_v1_kms_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1710,7 +1917,7 @@ func (x *PolicyVersionInfo) String() string {
 func (*PolicyVersionInfo) ProtoMessage() {}
 
 func (x *PolicyVersionInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_kms_v1_kms_proto_msgTypes[25]
+	mi := &file_kms_v1_kms_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1723,7 +1930,7 @@ func (x *PolicyVersionInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyVersionInfo.ProtoReflect.Descriptor instead.
 func (*PolicyVersionInfo) Descriptor() ([]byte, []int) {
-	return file_kms_v1_kms_proto_rawDescGZIP(), []int{25}
+	return file_kms_v1_kms_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *PolicyVersionInfo) GetVersion() int64 {
@@ -1778,7 +1985,7 @@ type GetPolicyHistoryResponse struct {
 
 func (x *GetPolicyHistoryResponse) Reset() {
 	*x = GetPolicyHistoryResponse{}
-	mi := &file_kms_v1_kms_proto_msgTypes[26]
+	mi := &file_kms_v1_kms_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1790,7 +1997,7 @@ func (x *GetPolicyHistoryResponse) String() string {
 func (*GetPolicyHistoryResponse) ProtoMessage() {}
 
 func (x *GetPolicyHistoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kms_v1_kms_proto_msgTypes[26]
+	mi := &file_kms_v1_kms_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1803,7 +2010,7 @@ func (x *GetPolicyHistoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPolicyHistoryResponse.ProtoReflect.Descriptor instead.
 func (*GetPolicyHistoryResponse) Descriptor() ([]byte, []int) {
-	return file_kms_v1_kms_proto_rawDescGZIP(), []int{26}
+	return file_kms_v1_kms_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *GetPolicyHistoryResponse) GetVersions() []*PolicyVersionInfo {
@@ -1824,7 +2031,7 @@ type RollbackPolicyRequest struct {
 
 func (x *RollbackPolicyRequest) Reset() {
 	*x = RollbackPolicyRequest{}
-	mi := &file_kms_v1_kms_proto_msgTypes[27]
+	mi := &file_kms_v1_kms_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1836,7 +2043,7 @@ func (x *RollbackPolicyRequest) String() string {
 func (*RollbackPolicyRequest) ProtoMessage() {}
 
 func (x *RollbackPolicyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kms_v1_kms_proto_msgTypes[27]
+	mi := &file_kms_v1_kms_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1849,7 +2056,7 @@ func (x *RollbackPolicyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RollbackPolicyRequest.ProtoReflect.Descriptor instead.
 func (*RollbackPolicyRequest) Descriptor() ([]byte, []int) {
-	return file_kms_v1_kms_proto_rawDescGZIP(), []int{27}
+	return file_kms_v1_kms_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *RollbackPolicyRequest) GetKeyset() string {
@@ -1876,7 +2083,7 @@ type RollbackPolicyResponse struct {
 
 func (x *RollbackPolicyResponse) Reset() {
 	*x = RollbackPolicyResponse{}
-	mi := &file_kms_v1_kms_proto_msgTypes[28]
+	mi := &file_kms_v1_kms_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1888,7 +2095,7 @@ func (x *RollbackPolicyResponse) String() string {
 func (*RollbackPolicyResponse) ProtoMessage() {}
 
 func (x *RollbackPolicyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kms_v1_kms_proto_msgTypes[28]
+	mi := &file_kms_v1_kms_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1901,7 +2108,7 @@ func (x *RollbackPolicyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RollbackPolicyResponse.ProtoReflect.Descriptor instead.
 func (*RollbackPolicyResponse) Descriptor() ([]byte, []int) {
-	return file_kms_v1_kms_proto_rawDescGZIP(), []int{28}
+	return file_kms_v1_kms_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *RollbackPolicyResponse) GetVersion() int64 {
@@ -1919,7 +2126,7 @@ type GetKEKStatusRequest struct {
 
 func (x *GetKEKStatusRequest) Reset() {
 	*x = GetKEKStatusRequest{}
-	mi := &file_kms_v1_kms_proto_msgTypes[29]
+	mi := &file_kms_v1_kms_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1931,7 +2138,7 @@ func (x *GetKEKStatusRequest) String() string {
 func (*GetKEKStatusRequest) ProtoMessage() {}
 
 func (x *GetKEKStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kms_v1_kms_proto_msgTypes[29]
+	mi := &file_kms_v1_kms_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1944,7 +2151,7 @@ func (x *GetKEKStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetKEKStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetKEKStatusRequest) Descriptor() ([]byte, []int) {
-	return file_kms_v1_kms_proto_rawDescGZIP(), []int{29}
+	return file_kms_v1_kms_proto_rawDescGZIP(), []int{32}
 }
 
 type KEKStatus struct {
@@ -1967,7 +2174,7 @@ type KEKStatus struct {
 
 func (x *KEKStatus) Reset() {
 	*x = KEKStatus{}
-	mi := &file_kms_v1_kms_proto_msgTypes[30]
+	mi := &file_kms_v1_kms_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1979,7 +2186,7 @@ func (x *KEKStatus) String() string {
 func (*KEKStatus) ProtoMessage() {}
 
 func (x *KEKStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_kms_v1_kms_proto_msgTypes[30]
+	mi := &file_kms_v1_kms_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1992,7 +2199,7 @@ func (x *KEKStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KEKStatus.ProtoReflect.Descriptor instead.
 func (*KEKStatus) Descriptor() ([]byte, []int) {
-	return file_kms_v1_kms_proto_rawDescGZIP(), []int{30}
+	return file_kms_v1_kms_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *KEKStatus) GetKeyset() string {
@@ -2067,7 +2274,7 @@ type GetKEKStatusResponse struct {
 
 func (x *GetKEKStatusResponse) Reset() {
 	*x = GetKEKStatusResponse{}
-	mi := &file_kms_v1_kms_proto_msgTypes[31]
+	mi := &file_kms_v1_kms_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2079,7 +2286,7 @@ func (x *GetKEKStatusResponse) String() string {
 func (*GetKEKStatusResponse) ProtoMessage() {}
 
 func (x *GetKEKStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kms_v1_kms_proto_msgTypes[31]
+	mi := &file_kms_v1_kms_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2092,7 +2299,7 @@ func (x *GetKEKStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetKEKStatusResponse.ProtoReflect.Descriptor instead.
 func (*GetKEKStatusResponse) Descriptor() ([]byte, []int) {
-	return file_kms_v1_kms_proto_rawDescGZIP(), []int{31}
+	return file_kms_v1_kms_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *GetKEKStatusResponse) GetKeysets() []*KEKStatus {
@@ -2111,7 +2318,7 @@ type RotateKEKRequest struct {
 
 func (x *RotateKEKRequest) Reset() {
 	*x = RotateKEKRequest{}
-	mi := &file_kms_v1_kms_proto_msgTypes[32]
+	mi := &file_kms_v1_kms_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2123,7 +2330,7 @@ func (x *RotateKEKRequest) String() string {
 func (*RotateKEKRequest) ProtoMessage() {}
 
 func (x *RotateKEKRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kms_v1_kms_proto_msgTypes[32]
+	mi := &file_kms_v1_kms_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2136,7 +2343,7 @@ func (x *RotateKEKRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateKEKRequest.ProtoReflect.Descriptor instead.
 func (*RotateKEKRequest) Descriptor() ([]byte, []int) {
-	return file_kms_v1_kms_proto_rawDescGZIP(), []int{32}
+	return file_kms_v1_kms_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *RotateKEKRequest) GetToUri() string {
@@ -2157,7 +2364,7 @@ type RotateKEKResponse struct {
 
 func (x *RotateKEKResponse) Reset() {
 	*x = RotateKEKResponse{}
-	mi := &file_kms_v1_kms_proto_msgTypes[33]
+	mi := &file_kms_v1_kms_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2169,7 +2376,7 @@ func (x *RotateKEKResponse) String() string {
 func (*RotateKEKResponse) ProtoMessage() {}
 
 func (x *RotateKEKResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kms_v1_kms_proto_msgTypes[33]
+	mi := &file_kms_v1_kms_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2182,7 +2389,7 @@ func (x *RotateKEKResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateKEKResponse.ProtoReflect.Descriptor instead.
 func (*RotateKEKResponse) Descriptor() ([]byte, []int) {
-	return file_kms_v1_kms_proto_rawDescGZIP(), []int{33}
+	return file_kms_v1_kms_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *RotateKEKResponse) GetRewrapped() []string {
@@ -2208,7 +2415,7 @@ type RotateIntermediateKeyRequest struct {
 
 func (x *RotateIntermediateKeyRequest) Reset() {
 	*x = RotateIntermediateKeyRequest{}
-	mi := &file_kms_v1_kms_proto_msgTypes[34]
+	mi := &file_kms_v1_kms_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2220,7 +2427,7 @@ func (x *RotateIntermediateKeyRequest) String() string {
 func (*RotateIntermediateKeyRequest) ProtoMessage() {}
 
 func (x *RotateIntermediateKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kms_v1_kms_proto_msgTypes[34]
+	mi := &file_kms_v1_kms_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2233,7 +2440,7 @@ func (x *RotateIntermediateKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateIntermediateKeyRequest.ProtoReflect.Descriptor instead.
 func (*RotateIntermediateKeyRequest) Descriptor() ([]byte, []int) {
-	return file_kms_v1_kms_proto_rawDescGZIP(), []int{34}
+	return file_kms_v1_kms_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *RotateIntermediateKeyRequest) GetKeyset() string {
@@ -2251,7 +2458,7 @@ type GetImportKeyRequest struct {
 
 func (x *GetImportKeyRequest) Reset() {
 	*x = GetImportKeyRequest{}
-	mi := &file_kms_v1_kms_proto_msgTypes[35]
+	mi := &file_kms_v1_kms_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2263,7 +2470,7 @@ func (x *GetImportKeyRequest) String() string {
 func (*GetImportKeyRequest) ProtoMessage() {}
 
 func (x *GetImportKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kms_v1_kms_proto_msgTypes[35]
+	mi := &file_kms_v1_kms_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2276,7 +2483,7 @@ func (x *GetImportKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetImportKeyRequest.ProtoReflect.Descriptor instead.
 func (*GetImportKeyRequest) Descriptor() ([]byte, []int) {
-	return file_kms_v1_kms_proto_rawDescGZIP(), []int{35}
+	return file_kms_v1_kms_proto_rawDescGZIP(), []int{38}
 }
 
 type GetImportKeyResponse struct {
@@ -2292,7 +2499,7 @@ type GetImportKeyResponse struct {
 
 func (x *GetImportKeyResponse) Reset() {
 	*x = GetImportKeyResponse{}
-	mi := &file_kms_v1_kms_proto_msgTypes[36]
+	mi := &file_kms_v1_kms_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2304,7 +2511,7 @@ func (x *GetImportKeyResponse) String() string {
 func (*GetImportKeyResponse) ProtoMessage() {}
 
 func (x *GetImportKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kms_v1_kms_proto_msgTypes[36]
+	mi := &file_kms_v1_kms_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2317,7 +2524,7 @@ func (x *GetImportKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetImportKeyResponse.ProtoReflect.Descriptor instead.
 func (*GetImportKeyResponse) Descriptor() ([]byte, []int) {
-	return file_kms_v1_kms_proto_rawDescGZIP(), []int{36}
+	return file_kms_v1_kms_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *GetImportKeyResponse) GetPublicKey() []byte {
@@ -2342,7 +2549,7 @@ type GetAuditKeyRequest struct {
 
 func (x *GetAuditKeyRequest) Reset() {
 	*x = GetAuditKeyRequest{}
-	mi := &file_kms_v1_kms_proto_msgTypes[37]
+	mi := &file_kms_v1_kms_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2354,7 +2561,7 @@ func (x *GetAuditKeyRequest) String() string {
 func (*GetAuditKeyRequest) ProtoMessage() {}
 
 func (x *GetAuditKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kms_v1_kms_proto_msgTypes[37]
+	mi := &file_kms_v1_kms_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2367,7 +2574,7 @@ func (x *GetAuditKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAuditKeyRequest.ProtoReflect.Descriptor instead.
 func (*GetAuditKeyRequest) Descriptor() ([]byte, []int) {
-	return file_kms_v1_kms_proto_rawDescGZIP(), []int{37}
+	return file_kms_v1_kms_proto_rawDescGZIP(), []int{40}
 }
 
 type GetAuditKeyResponse struct {
@@ -2380,7 +2587,7 @@ type GetAuditKeyResponse struct {
 
 func (x *GetAuditKeyResponse) Reset() {
 	*x = GetAuditKeyResponse{}
-	mi := &file_kms_v1_kms_proto_msgTypes[38]
+	mi := &file_kms_v1_kms_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2392,7 +2599,7 @@ func (x *GetAuditKeyResponse) String() string {
 func (*GetAuditKeyResponse) ProtoMessage() {}
 
 func (x *GetAuditKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kms_v1_kms_proto_msgTypes[38]
+	mi := &file_kms_v1_kms_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2405,7 +2612,7 @@ func (x *GetAuditKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAuditKeyResponse.ProtoReflect.Descriptor instead.
 func (*GetAuditKeyResponse) Descriptor() ([]byte, []int) {
-	return file_kms_v1_kms_proto_rawDescGZIP(), []int{38}
+	return file_kms_v1_kms_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *GetAuditKeyResponse) GetPublicKey() []byte {
@@ -2425,7 +2632,7 @@ type ImportKeyRequest struct {
 
 func (x *ImportKeyRequest) Reset() {
 	*x = ImportKeyRequest{}
-	mi := &file_kms_v1_kms_proto_msgTypes[39]
+	mi := &file_kms_v1_kms_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2437,7 +2644,7 @@ func (x *ImportKeyRequest) String() string {
 func (*ImportKeyRequest) ProtoMessage() {}
 
 func (x *ImportKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kms_v1_kms_proto_msgTypes[39]
+	mi := &file_kms_v1_kms_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2450,7 +2657,7 @@ func (x *ImportKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportKeyRequest.ProtoReflect.Descriptor instead.
 func (*ImportKeyRequest) Descriptor() ([]byte, []int) {
-	return file_kms_v1_kms_proto_rawDescGZIP(), []int{39}
+	return file_kms_v1_kms_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *ImportKeyRequest) GetKeyset() string {
@@ -2541,7 +2748,10 @@ const file_kms_v1_kms_proto_rawDesc = "" +
 	"\bsettings\x18\x02 \x01(\v2\x16.kms.v1.KeySetSettingsR\bsettings\x12%\n" +
 	"\x0epolicy_version\x18\x03 \x01(\x03R\rpolicyVersion\x129\n" +
 	"\n" +
-	"created_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\"\x14\n" +
+	"created_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\"i\n" +
+	"\x1bUpdateKeySetSettingsRequest\x12\x16\n" +
+	"\x06keyset\x18\x01 \x01(\tR\x06keyset\x122\n" +
+	"\bsettings\x18\x02 \x01(\v2\x16.kms.v1.KeySetSettingsR\bsettings\"\x14\n" +
 	"\x12ListKeySetsRequest\"?\n" +
 	"\x13ListKeySetsResponse\x12(\n" +
 	"\akeysets\x18\x01 \x03(\v2\x0e.kms.v1.KeySetR\akeysets\"+\n" +
@@ -2568,7 +2778,21 @@ const file_kms_v1_kms_proto_rawDesc = "" +
 	"\x0fListKeysRequest\x12\x16\n" +
 	"\x06keyset\x18\x01 \x01(\tR\x06keyset\"7\n" +
 	"\x10ListKeysResponse\x12#\n" +
-	"\x04keys\x18\x01 \x03(\v2\x0f.kms.v1.KeyInfoR\x04keys\"f\n" +
+	"\x04keys\x18\x01 \x03(\v2\x0f.kms.v1.KeyInfoR\x04keys\"9\n" +
+	"\rGetKeyRequest\x12\x16\n" +
+	"\x06keyset\x18\x01 \x01(\tR\x06keyset\x12\x10\n" +
+	"\x03kid\x18\x02 \x01(\tR\x03kid\"\xc5\x02\n" +
+	"\x0eGetKeyResponse\x12!\n" +
+	"\x03key\x18\x01 \x01(\v2\x0f.kms.v1.KeyInfoR\x03key\x12/\n" +
+	"\n" +
+	"held_state\x18\x02 \x01(\x0e2\x10.kms.v1.KeyStateR\theldState\x12=\n" +
+	"\fdestroyed_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\vdestroyedAt\x12\x1f\n" +
+	"\vseal_format\x18\x04 \x01(\tR\n" +
+	"sealFormat\x127\n" +
+	"\x17intermediate_generation\x18\x05 \x01(\x04R\x16intermediateGeneration\x12%\n" +
+	"\x0ewrap_algorithm\x18\x06 \x01(\tR\rwrapAlgorithm\x12\x1f\n" +
+	"\vkek_version\x18\a \x01(\tR\n" +
+	"kekVersion\"f\n" +
 	"\x12SetKeyStateRequest\x12\x16\n" +
 	"\x06keyset\x18\x01 \x01(\tR\x06keyset\x12\x10\n" +
 	"\x03kid\x18\x02 \x01(\tR\x03kid\x12&\n" +
@@ -2658,13 +2882,15 @@ const file_kms_v1_kms_proto_rawDesc = "" +
 	"\fGetChallenge\x12\x1b.kms.v1.GetChallengeRequest\x1a\x1c.kms.v1.GetChallengeResponse\x12C\n" +
 	"\n" +
 	"ReleaseKey\x12\x19.kms.v1.ReleaseKeyRequest\x1a\x1a.kms.v1.ReleaseKeyResponse\x12O\n" +
-	"\x0eListPublicKeys\x12\x1d.kms.v1.ListPublicKeysRequest\x1a\x1e.kms.v1.ListPublicKeysResponse2\x97\b\n" +
+	"\x0eListPublicKeys\x12\x1d.kms.v1.ListPublicKeysRequest\x1a\x1e.kms.v1.ListPublicKeysResponse2\x9d\t\n" +
 	"\x05Admin\x12;\n" +
 	"\fCreateKeySet\x12\x1b.kms.v1.CreateKeySetRequest\x1a\x0e.kms.v1.KeySet\x12F\n" +
-	"\vListKeySets\x12\x1a.kms.v1.ListKeySetsRequest\x1a\x1b.kms.v1.ListKeySetsResponse\x128\n" +
+	"\vListKeySets\x12\x1a.kms.v1.ListKeySetsRequest\x1a\x1b.kms.v1.ListKeySetsResponse\x12K\n" +
+	"\x14UpdateKeySetSettings\x12#.kms.v1.UpdateKeySetSettingsRequest\x1a\x0e.kms.v1.KeySet\x128\n" +
 	"\n" +
 	"RotateKeys\x12\x19.kms.v1.RotateKeysRequest\x1a\x0f.kms.v1.KeyInfo\x12=\n" +
-	"\bListKeys\x12\x17.kms.v1.ListKeysRequest\x1a\x18.kms.v1.ListKeysResponse\x12:\n" +
+	"\bListKeys\x12\x17.kms.v1.ListKeysRequest\x1a\x18.kms.v1.ListKeysResponse\x127\n" +
+	"\x06GetKey\x12\x15.kms.v1.GetKeyRequest\x1a\x16.kms.v1.GetKeyResponse\x12:\n" +
 	"\vSetKeyState\x12\x1a.kms.v1.SetKeyStateRequest\x1a\x0f.kms.v1.KeyInfo\x12@\n" +
 	"\tSetPolicy\x12\x18.kms.v1.SetPolicyRequest\x1a\x19.kms.v1.SetPolicyResponse\x12@\n" +
 	"\tGetPolicy\x12\x18.kms.v1.GetPolicyRequest\x1a\x19.kms.v1.GetPolicyResponse\x12U\n" +
@@ -2690,7 +2916,7 @@ func file_kms_v1_kms_proto_rawDescGZIP() []byte {
 }
 
 var file_kms_v1_kms_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_kms_v1_kms_proto_msgTypes = make([]protoimpl.MessageInfo, 40)
+var file_kms_v1_kms_proto_msgTypes = make([]protoimpl.MessageInfo, 43)
 var file_kms_v1_kms_proto_goTypes = []any{
 	(WrappingAlgorithm)(0),               // 0: kms.v1.WrappingAlgorithm
 	(KeyState)(0),                        // 1: kms.v1.KeyState
@@ -2707,106 +2933,117 @@ var file_kms_v1_kms_proto_goTypes = []any{
 	(*KeySetSettings)(nil),               // 12: kms.v1.KeySetSettings
 	(*CreateKeySetRequest)(nil),          // 13: kms.v1.CreateKeySetRequest
 	(*KeySet)(nil),                       // 14: kms.v1.KeySet
-	(*ListKeySetsRequest)(nil),           // 15: kms.v1.ListKeySetsRequest
-	(*ListKeySetsResponse)(nil),          // 16: kms.v1.ListKeySetsResponse
-	(*RotateKeysRequest)(nil),            // 17: kms.v1.RotateKeysRequest
-	(*KeyInfo)(nil),                      // 18: kms.v1.KeyInfo
-	(*ListKeysRequest)(nil),              // 19: kms.v1.ListKeysRequest
-	(*ListKeysResponse)(nil),             // 20: kms.v1.ListKeysResponse
-	(*SetKeyStateRequest)(nil),           // 21: kms.v1.SetKeyStateRequest
-	(*SetPolicyRequest)(nil),             // 22: kms.v1.SetPolicyRequest
-	(*SetPolicyResponse)(nil),            // 23: kms.v1.SetPolicyResponse
-	(*GetPolicyRequest)(nil),             // 24: kms.v1.GetPolicyRequest
-	(*GetPolicyResponse)(nil),            // 25: kms.v1.GetPolicyResponse
-	(*GetPolicyHistoryRequest)(nil),      // 26: kms.v1.GetPolicyHistoryRequest
-	(*PolicyVersionInfo)(nil),            // 27: kms.v1.PolicyVersionInfo
-	(*GetPolicyHistoryResponse)(nil),     // 28: kms.v1.GetPolicyHistoryResponse
-	(*RollbackPolicyRequest)(nil),        // 29: kms.v1.RollbackPolicyRequest
-	(*RollbackPolicyResponse)(nil),       // 30: kms.v1.RollbackPolicyResponse
-	(*GetKEKStatusRequest)(nil),          // 31: kms.v1.GetKEKStatusRequest
-	(*KEKStatus)(nil),                    // 32: kms.v1.KEKStatus
-	(*GetKEKStatusResponse)(nil),         // 33: kms.v1.GetKEKStatusResponse
-	(*RotateKEKRequest)(nil),             // 34: kms.v1.RotateKEKRequest
-	(*RotateKEKResponse)(nil),            // 35: kms.v1.RotateKEKResponse
-	(*RotateIntermediateKeyRequest)(nil), // 36: kms.v1.RotateIntermediateKeyRequest
-	(*GetImportKeyRequest)(nil),          // 37: kms.v1.GetImportKeyRequest
-	(*GetImportKeyResponse)(nil),         // 38: kms.v1.GetImportKeyResponse
-	(*GetAuditKeyRequest)(nil),           // 39: kms.v1.GetAuditKeyRequest
-	(*GetAuditKeyResponse)(nil),          // 40: kms.v1.GetAuditKeyResponse
-	(*ImportKeyRequest)(nil),             // 41: kms.v1.ImportKeyRequest
-	(*timestamppb.Timestamp)(nil),        // 42: google.protobuf.Timestamp
+	(*UpdateKeySetSettingsRequest)(nil),  // 15: kms.v1.UpdateKeySetSettingsRequest
+	(*ListKeySetsRequest)(nil),           // 16: kms.v1.ListKeySetsRequest
+	(*ListKeySetsResponse)(nil),          // 17: kms.v1.ListKeySetsResponse
+	(*RotateKeysRequest)(nil),            // 18: kms.v1.RotateKeysRequest
+	(*KeyInfo)(nil),                      // 19: kms.v1.KeyInfo
+	(*ListKeysRequest)(nil),              // 20: kms.v1.ListKeysRequest
+	(*ListKeysResponse)(nil),             // 21: kms.v1.ListKeysResponse
+	(*GetKeyRequest)(nil),                // 22: kms.v1.GetKeyRequest
+	(*GetKeyResponse)(nil),               // 23: kms.v1.GetKeyResponse
+	(*SetKeyStateRequest)(nil),           // 24: kms.v1.SetKeyStateRequest
+	(*SetPolicyRequest)(nil),             // 25: kms.v1.SetPolicyRequest
+	(*SetPolicyResponse)(nil),            // 26: kms.v1.SetPolicyResponse
+	(*GetPolicyRequest)(nil),             // 27: kms.v1.GetPolicyRequest
+	(*GetPolicyResponse)(nil),            // 28: kms.v1.GetPolicyResponse
+	(*GetPolicyHistoryRequest)(nil),      // 29: kms.v1.GetPolicyHistoryRequest
+	(*PolicyVersionInfo)(nil),            // 30: kms.v1.PolicyVersionInfo
+	(*GetPolicyHistoryResponse)(nil),     // 31: kms.v1.GetPolicyHistoryResponse
+	(*RollbackPolicyRequest)(nil),        // 32: kms.v1.RollbackPolicyRequest
+	(*RollbackPolicyResponse)(nil),       // 33: kms.v1.RollbackPolicyResponse
+	(*GetKEKStatusRequest)(nil),          // 34: kms.v1.GetKEKStatusRequest
+	(*KEKStatus)(nil),                    // 35: kms.v1.KEKStatus
+	(*GetKEKStatusResponse)(nil),         // 36: kms.v1.GetKEKStatusResponse
+	(*RotateKEKRequest)(nil),             // 37: kms.v1.RotateKEKRequest
+	(*RotateKEKResponse)(nil),            // 38: kms.v1.RotateKEKResponse
+	(*RotateIntermediateKeyRequest)(nil), // 39: kms.v1.RotateIntermediateKeyRequest
+	(*GetImportKeyRequest)(nil),          // 40: kms.v1.GetImportKeyRequest
+	(*GetImportKeyResponse)(nil),         // 41: kms.v1.GetImportKeyResponse
+	(*GetAuditKeyRequest)(nil),           // 42: kms.v1.GetAuditKeyRequest
+	(*GetAuditKeyResponse)(nil),          // 43: kms.v1.GetAuditKeyResponse
+	(*ImportKeyRequest)(nil),             // 44: kms.v1.ImportKeyRequest
+	(*timestamppb.Timestamp)(nil),        // 45: google.protobuf.Timestamp
 }
 var file_kms_v1_kms_proto_depIdxs = []int32{
-	42, // 0: kms.v1.GetChallengeResponse.expires_at:type_name -> google.protobuf.Timestamp
+	45, // 0: kms.v1.GetChallengeResponse.expires_at:type_name -> google.protobuf.Timestamp
 	0,  // 1: kms.v1.WrappingKey.algorithm:type_name -> kms.v1.WrappingAlgorithm
 	6,  // 2: kms.v1.Evidence.tpm_quote:type_name -> kms.v1.TPMQuote
 	5,  // 3: kms.v1.ReleaseKeyRequest.evidence:type_name -> kms.v1.Evidence
 	4,  // 4: kms.v1.ReleaseKeyRequest.wrapping_key:type_name -> kms.v1.WrappingKey
-	42, // 5: kms.v1.ReleaseKeyResponse.not_before:type_name -> google.protobuf.Timestamp
-	42, // 6: kms.v1.ReleaseKeyResponse.not_after:type_name -> google.protobuf.Timestamp
+	45, // 5: kms.v1.ReleaseKeyResponse.not_before:type_name -> google.protobuf.Timestamp
+	45, // 6: kms.v1.ReleaseKeyResponse.not_after:type_name -> google.protobuf.Timestamp
 	1,  // 7: kms.v1.PublicKey.state:type_name -> kms.v1.KeyState
-	42, // 8: kms.v1.PublicKey.not_before:type_name -> google.protobuf.Timestamp
-	42, // 9: kms.v1.PublicKey.not_after:type_name -> google.protobuf.Timestamp
+	45, // 8: kms.v1.PublicKey.not_before:type_name -> google.protobuf.Timestamp
+	45, // 9: kms.v1.PublicKey.not_after:type_name -> google.protobuf.Timestamp
 	10, // 10: kms.v1.ListPublicKeysResponse.keys:type_name -> kms.v1.PublicKey
 	12, // 11: kms.v1.CreateKeySetRequest.settings:type_name -> kms.v1.KeySetSettings
 	12, // 12: kms.v1.KeySet.settings:type_name -> kms.v1.KeySetSettings
-	42, // 13: kms.v1.KeySet.created_at:type_name -> google.protobuf.Timestamp
-	14, // 14: kms.v1.ListKeySetsResponse.keysets:type_name -> kms.v1.KeySet
-	1,  // 15: kms.v1.KeyInfo.state:type_name -> kms.v1.KeyState
-	42, // 16: kms.v1.KeyInfo.created_at:type_name -> google.protobuf.Timestamp
-	42, // 17: kms.v1.KeyInfo.activates_at:type_name -> google.protobuf.Timestamp
-	42, // 18: kms.v1.KeyInfo.expires_at:type_name -> google.protobuf.Timestamp
-	42, // 19: kms.v1.KeyInfo.destroy_after:type_name -> google.protobuf.Timestamp
-	18, // 20: kms.v1.ListKeysResponse.keys:type_name -> kms.v1.KeyInfo
-	1,  // 21: kms.v1.SetKeyStateRequest.state:type_name -> kms.v1.KeyState
-	42, // 22: kms.v1.GetPolicyResponse.set_at:type_name -> google.protobuf.Timestamp
-	42, // 23: kms.v1.PolicyVersionInfo.set_at:type_name -> google.protobuf.Timestamp
-	27, // 24: kms.v1.GetPolicyHistoryResponse.versions:type_name -> kms.v1.PolicyVersionInfo
-	42, // 25: kms.v1.KEKStatus.last_checked:type_name -> google.protobuf.Timestamp
-	42, // 26: kms.v1.KEKStatus.last_ok:type_name -> google.protobuf.Timestamp
-	32, // 27: kms.v1.GetKEKStatusResponse.keysets:type_name -> kms.v1.KEKStatus
-	32, // 28: kms.v1.RotateKEKResponse.keysets:type_name -> kms.v1.KEKStatus
-	2,  // 29: kms.v1.KeyRelease.GetChallenge:input_type -> kms.v1.GetChallengeRequest
-	7,  // 30: kms.v1.KeyRelease.ReleaseKey:input_type -> kms.v1.ReleaseKeyRequest
-	9,  // 31: kms.v1.KeyRelease.ListPublicKeys:input_type -> kms.v1.ListPublicKeysRequest
-	13, // 32: kms.v1.Admin.CreateKeySet:input_type -> kms.v1.CreateKeySetRequest
-	15, // 33: kms.v1.Admin.ListKeySets:input_type -> kms.v1.ListKeySetsRequest
-	17, // 34: kms.v1.Admin.RotateKeys:input_type -> kms.v1.RotateKeysRequest
-	19, // 35: kms.v1.Admin.ListKeys:input_type -> kms.v1.ListKeysRequest
-	21, // 36: kms.v1.Admin.SetKeyState:input_type -> kms.v1.SetKeyStateRequest
-	22, // 37: kms.v1.Admin.SetPolicy:input_type -> kms.v1.SetPolicyRequest
-	24, // 38: kms.v1.Admin.GetPolicy:input_type -> kms.v1.GetPolicyRequest
-	26, // 39: kms.v1.Admin.GetPolicyHistory:input_type -> kms.v1.GetPolicyHistoryRequest
-	29, // 40: kms.v1.Admin.RollbackPolicy:input_type -> kms.v1.RollbackPolicyRequest
-	31, // 41: kms.v1.Admin.GetKEKStatus:input_type -> kms.v1.GetKEKStatusRequest
-	34, // 42: kms.v1.Admin.RotateKEK:input_type -> kms.v1.RotateKEKRequest
-	36, // 43: kms.v1.Admin.RotateIntermediateKey:input_type -> kms.v1.RotateIntermediateKeyRequest
-	37, // 44: kms.v1.Admin.GetImportKey:input_type -> kms.v1.GetImportKeyRequest
-	41, // 45: kms.v1.Admin.ImportKey:input_type -> kms.v1.ImportKeyRequest
-	39, // 46: kms.v1.Admin.GetAuditKey:input_type -> kms.v1.GetAuditKeyRequest
-	3,  // 47: kms.v1.KeyRelease.GetChallenge:output_type -> kms.v1.GetChallengeResponse
-	8,  // 48: kms.v1.KeyRelease.ReleaseKey:output_type -> kms.v1.ReleaseKeyResponse
-	11, // 49: kms.v1.KeyRelease.ListPublicKeys:output_type -> kms.v1.ListPublicKeysResponse
-	14, // 50: kms.v1.Admin.CreateKeySet:output_type -> kms.v1.KeySet
-	16, // 51: kms.v1.Admin.ListKeySets:output_type -> kms.v1.ListKeySetsResponse
-	18, // 52: kms.v1.Admin.RotateKeys:output_type -> kms.v1.KeyInfo
-	20, // 53: kms.v1.Admin.ListKeys:output_type -> kms.v1.ListKeysResponse
-	18, // 54: kms.v1.Admin.SetKeyState:output_type -> kms.v1.KeyInfo
-	23, // 55: kms.v1.Admin.SetPolicy:output_type -> kms.v1.SetPolicyResponse
-	25, // 56: kms.v1.Admin.GetPolicy:output_type -> kms.v1.GetPolicyResponse
-	28, // 57: kms.v1.Admin.GetPolicyHistory:output_type -> kms.v1.GetPolicyHistoryResponse
-	30, // 58: kms.v1.Admin.RollbackPolicy:output_type -> kms.v1.RollbackPolicyResponse
-	33, // 59: kms.v1.Admin.GetKEKStatus:output_type -> kms.v1.GetKEKStatusResponse
-	35, // 60: kms.v1.Admin.RotateKEK:output_type -> kms.v1.RotateKEKResponse
-	32, // 61: kms.v1.Admin.RotateIntermediateKey:output_type -> kms.v1.KEKStatus
-	38, // 62: kms.v1.Admin.GetImportKey:output_type -> kms.v1.GetImportKeyResponse
-	18, // 63: kms.v1.Admin.ImportKey:output_type -> kms.v1.KeyInfo
-	40, // 64: kms.v1.Admin.GetAuditKey:output_type -> kms.v1.GetAuditKeyResponse
-	47, // [47:65] is the sub-list for method output_type
-	29, // [29:47] is the sub-list for method input_type
-	29, // [29:29] is the sub-list for extension type_name
-	29, // [29:29] is the sub-list for extension extendee
-	0,  // [0:29] is the sub-list for field type_name
+	45, // 13: kms.v1.KeySet.created_at:type_name -> google.protobuf.Timestamp
+	12, // 14: kms.v1.UpdateKeySetSettingsRequest.settings:type_name -> kms.v1.KeySetSettings
+	14, // 15: kms.v1.ListKeySetsResponse.keysets:type_name -> kms.v1.KeySet
+	1,  // 16: kms.v1.KeyInfo.state:type_name -> kms.v1.KeyState
+	45, // 17: kms.v1.KeyInfo.created_at:type_name -> google.protobuf.Timestamp
+	45, // 18: kms.v1.KeyInfo.activates_at:type_name -> google.protobuf.Timestamp
+	45, // 19: kms.v1.KeyInfo.expires_at:type_name -> google.protobuf.Timestamp
+	45, // 20: kms.v1.KeyInfo.destroy_after:type_name -> google.protobuf.Timestamp
+	19, // 21: kms.v1.ListKeysResponse.keys:type_name -> kms.v1.KeyInfo
+	19, // 22: kms.v1.GetKeyResponse.key:type_name -> kms.v1.KeyInfo
+	1,  // 23: kms.v1.GetKeyResponse.held_state:type_name -> kms.v1.KeyState
+	45, // 24: kms.v1.GetKeyResponse.destroyed_at:type_name -> google.protobuf.Timestamp
+	1,  // 25: kms.v1.SetKeyStateRequest.state:type_name -> kms.v1.KeyState
+	45, // 26: kms.v1.GetPolicyResponse.set_at:type_name -> google.protobuf.Timestamp
+	45, // 27: kms.v1.PolicyVersionInfo.set_at:type_name -> google.protobuf.Timestamp
+	30, // 28: kms.v1.GetPolicyHistoryResponse.versions:type_name -> kms.v1.PolicyVersionInfo
+	45, // 29: kms.v1.KEKStatus.last_checked:type_name -> google.protobuf.Timestamp
+	45, // 30: kms.v1.KEKStatus.last_ok:type_name -> google.protobuf.Timestamp
+	35, // 31: kms.v1.GetKEKStatusResponse.keysets:type_name -> kms.v1.KEKStatus
+	35, // 32: kms.v1.RotateKEKResponse.keysets:type_name -> kms.v1.KEKStatus
+	2,  // 33: kms.v1.KeyRelease.GetChallenge:input_type -> kms.v1.GetChallengeRequest
+	7,  // 34: kms.v1.KeyRelease.ReleaseKey:input_type -> kms.v1.ReleaseKeyRequest
+	9,  // 35: kms.v1.KeyRelease.ListPublicKeys:input_type -> kms.v1.ListPublicKeysRequest
+	13, // 36: kms.v1.Admin.CreateKeySet:input_type -> kms.v1.CreateKeySetRequest
+	16, // 37: kms.v1.Admin.ListKeySets:input_type -> kms.v1.ListKeySetsRequest
+	15, // 38: kms.v1.Admin.UpdateKeySetSettings:input_type -> kms.v1.UpdateKeySetSettingsRequest
+	18, // 39: kms.v1.Admin.RotateKeys:input_type -> kms.v1.RotateKeysRequest
+	20, // 40: kms.v1.Admin.ListKeys:input_type -> kms.v1.ListKeysRequest
+	22, // 41: kms.v1.Admin.GetKey:input_type -> kms.v1.GetKeyRequest
+	24, // 42: kms.v1.Admin.SetKeyState:input_type -> kms.v1.SetKeyStateRequest
+	25, // 43: kms.v1.Admin.SetPolicy:input_type -> kms.v1.SetPolicyRequest
+	27, // 44: kms.v1.Admin.GetPolicy:input_type -> kms.v1.GetPolicyRequest
+	29, // 45: kms.v1.Admin.GetPolicyHistory:input_type -> kms.v1.GetPolicyHistoryRequest
+	32, // 46: kms.v1.Admin.RollbackPolicy:input_type -> kms.v1.RollbackPolicyRequest
+	34, // 47: kms.v1.Admin.GetKEKStatus:input_type -> kms.v1.GetKEKStatusRequest
+	37, // 48: kms.v1.Admin.RotateKEK:input_type -> kms.v1.RotateKEKRequest
+	39, // 49: kms.v1.Admin.RotateIntermediateKey:input_type -> kms.v1.RotateIntermediateKeyRequest
+	40, // 50: kms.v1.Admin.GetImportKey:input_type -> kms.v1.GetImportKeyRequest
+	44, // 51: kms.v1.Admin.ImportKey:input_type -> kms.v1.ImportKeyRequest
+	42, // 52: kms.v1.Admin.GetAuditKey:input_type -> kms.v1.GetAuditKeyRequest
+	3,  // 53: kms.v1.KeyRelease.GetChallenge:output_type -> kms.v1.GetChallengeResponse
+	8,  // 54: kms.v1.KeyRelease.ReleaseKey:output_type -> kms.v1.ReleaseKeyResponse
+	11, // 55: kms.v1.KeyRelease.ListPublicKeys:output_type -> kms.v1.ListPublicKeysResponse
+	14, // 56: kms.v1.Admin.CreateKeySet:output_type -> kms.v1.KeySet
+	17, // 57: kms.v1.Admin.ListKeySets:output_type -> kms.v1.ListKeySetsResponse
+	14, // 58: kms.v1.Admin.UpdateKeySetSettings:output_type -> kms.v1.KeySet
+	19, // 59: kms.v1.Admin.RotateKeys:output_type -> kms.v1.KeyInfo
+	21, // 60: kms.v1.Admin.ListKeys:output_type -> kms.v1.ListKeysResponse
+	23, // 61: kms.v1.Admin.GetKey:output_type -> kms.v1.GetKeyResponse
+	19, // 62: kms.v1.Admin.SetKeyState:output_type -> kms.v1.KeyInfo
+	26, // 63: kms.v1.Admin.SetPolicy:output_type -> kms.v1.SetPolicyResponse
+	28, // 64: kms.v1.Admin.GetPolicy:output_type -> kms.v1.GetPolicyResponse
+	31, // 65: kms.v1.Admin.GetPolicyHistory:output_type -> kms.v1.GetPolicyHistoryResponse
+	33, // 66: kms.v1.Admin.RollbackPolicy:output_type -> kms.v1.RollbackPolicyResponse
+	36, // 67: kms.v1.Admin.GetKEKStatus:output_type -> kms.v1.GetKEKStatusResponse
+	38, // 68: kms.v1.Admin.RotateKEK:output_type -> kms.v1.RotateKEKResponse
+	35, // 69: kms.v1.Admin.RotateIntermediateKey:output_type -> kms.v1.KEKStatus
+	41, // 70: kms.v1.Admin.GetImportKey:output_type -> kms.v1.GetImportKeyResponse
+	19, // 71: kms.v1.Admin.ImportKey:output_type -> kms.v1.KeyInfo
+	43, // 72: kms.v1.Admin.GetAuditKey:output_type -> kms.v1.GetAuditKeyResponse
+	53, // [53:73] is the sub-list for method output_type
+	33, // [33:53] is the sub-list for method input_type
+	33, // [33:33] is the sub-list for extension type_name
+	33, // [33:33] is the sub-list for extension extendee
+	0,  // [0:33] is the sub-list for field type_name
 }
 
 func init() { file_kms_v1_kms_proto_init() }
@@ -2820,7 +3057,7 @@ func file_kms_v1_kms_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kms_v1_kms_proto_rawDesc), len(file_kms_v1_kms_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   40,
+			NumMessages:   43,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -222,8 +222,10 @@ var KeyRelease_ServiceDesc = grpc.ServiceDesc{
 const (
 	Admin_CreateKeySet_FullMethodName          = "/kms.v1.Admin/CreateKeySet"
 	Admin_ListKeySets_FullMethodName           = "/kms.v1.Admin/ListKeySets"
+	Admin_UpdateKeySetSettings_FullMethodName  = "/kms.v1.Admin/UpdateKeySetSettings"
 	Admin_RotateKeys_FullMethodName            = "/kms.v1.Admin/RotateKeys"
 	Admin_ListKeys_FullMethodName              = "/kms.v1.Admin/ListKeys"
+	Admin_GetKey_FullMethodName                = "/kms.v1.Admin/GetKey"
 	Admin_SetKeyState_FullMethodName           = "/kms.v1.Admin/SetKeyState"
 	Admin_SetPolicy_FullMethodName             = "/kms.v1.Admin/SetPolicy"
 	Admin_GetPolicy_FullMethodName             = "/kms.v1.Admin/GetPolicy"
@@ -245,8 +247,17 @@ const (
 type AdminClient interface {
 	CreateKeySet(ctx context.Context, in *CreateKeySetRequest, opts ...grpc.CallOption) (*KeySet, error)
 	ListKeySets(ctx context.Context, in *ListKeySetsRequest, opts ...grpc.CallOption) (*ListKeySetsResponse, error)
+	// Changes a key set's lifecycle settings. They are read when a key is
+	// created and turned into absolute times on it, so existing keys keep
+	// their times; keys created afterwards (rotation, the scheduler's next
+	// pending key) follow the new settings. Compare-and-swap on the key set:
+	// a concurrent change on another replica answers ABORTED, retry.
+	UpdateKeySetSettings(ctx context.Context, in *UpdateKeySetSettingsRequest, opts ...grpc.CallOption) (*KeySet, error)
 	RotateKeys(ctx context.Context, in *RotateKeysRequest, opts ...grpc.CallOption) (*KeyInfo, error)
 	ListKeys(ctx context.Context, in *ListKeysRequest, opts ...grpc.CallOption) (*ListKeysResponse, error)
+	// One key's full metadata: the undestroyed key with the kid, else the
+	// most recently destroyed one. Never key material.
+	GetKey(ctx context.Context, in *GetKeyRequest, opts ...grpc.CallOption) (*GetKeyResponse, error)
 	SetKeyState(ctx context.Context, in *SetKeyStateRequest, opts ...grpc.CallOption) (*KeyInfo, error)
 	SetPolicy(ctx context.Context, in *SetPolicyRequest, opts ...grpc.CallOption) (*SetPolicyResponse, error)
 	GetPolicy(ctx context.Context, in *GetPolicyRequest, opts ...grpc.CallOption) (*GetPolicyResponse, error)
@@ -302,6 +313,16 @@ func (c *adminClient) ListKeySets(ctx context.Context, in *ListKeySetsRequest, o
 	return out, nil
 }
 
+func (c *adminClient) UpdateKeySetSettings(ctx context.Context, in *UpdateKeySetSettingsRequest, opts ...grpc.CallOption) (*KeySet, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(KeySet)
+	err := c.cc.Invoke(ctx, Admin_UpdateKeySetSettings_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *adminClient) RotateKeys(ctx context.Context, in *RotateKeysRequest, opts ...grpc.CallOption) (*KeyInfo, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(KeyInfo)
@@ -316,6 +337,16 @@ func (c *adminClient) ListKeys(ctx context.Context, in *ListKeysRequest, opts ..
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ListKeysResponse)
 	err := c.cc.Invoke(ctx, Admin_ListKeys_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) GetKey(ctx context.Context, in *GetKeyRequest, opts ...grpc.CallOption) (*GetKeyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetKeyResponse)
+	err := c.cc.Invoke(ctx, Admin_GetKey_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -440,8 +471,17 @@ func (c *adminClient) GetAuditKey(ctx context.Context, in *GetAuditKeyRequest, o
 type AdminServer interface {
 	CreateKeySet(context.Context, *CreateKeySetRequest) (*KeySet, error)
 	ListKeySets(context.Context, *ListKeySetsRequest) (*ListKeySetsResponse, error)
+	// Changes a key set's lifecycle settings. They are read when a key is
+	// created and turned into absolute times on it, so existing keys keep
+	// their times; keys created afterwards (rotation, the scheduler's next
+	// pending key) follow the new settings. Compare-and-swap on the key set:
+	// a concurrent change on another replica answers ABORTED, retry.
+	UpdateKeySetSettings(context.Context, *UpdateKeySetSettingsRequest) (*KeySet, error)
 	RotateKeys(context.Context, *RotateKeysRequest) (*KeyInfo, error)
 	ListKeys(context.Context, *ListKeysRequest) (*ListKeysResponse, error)
+	// One key's full metadata: the undestroyed key with the kid, else the
+	// most recently destroyed one. Never key material.
+	GetKey(context.Context, *GetKeyRequest) (*GetKeyResponse, error)
 	SetKeyState(context.Context, *SetKeyStateRequest) (*KeyInfo, error)
 	SetPolicy(context.Context, *SetPolicyRequest) (*SetPolicyResponse, error)
 	GetPolicy(context.Context, *GetPolicyRequest) (*GetPolicyResponse, error)
@@ -483,11 +523,17 @@ func (UnimplementedAdminServer) CreateKeySet(context.Context, *CreateKeySetReque
 func (UnimplementedAdminServer) ListKeySets(context.Context, *ListKeySetsRequest) (*ListKeySetsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListKeySets not implemented")
 }
+func (UnimplementedAdminServer) UpdateKeySetSettings(context.Context, *UpdateKeySetSettingsRequest) (*KeySet, error) {
+	return nil, status.Error(codes.Unimplemented, "method UpdateKeySetSettings not implemented")
+}
 func (UnimplementedAdminServer) RotateKeys(context.Context, *RotateKeysRequest) (*KeyInfo, error) {
 	return nil, status.Error(codes.Unimplemented, "method RotateKeys not implemented")
 }
 func (UnimplementedAdminServer) ListKeys(context.Context, *ListKeysRequest) (*ListKeysResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListKeys not implemented")
+}
+func (UnimplementedAdminServer) GetKey(context.Context, *GetKeyRequest) (*GetKeyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetKey not implemented")
 }
 func (UnimplementedAdminServer) SetKeyState(context.Context, *SetKeyStateRequest) (*KeyInfo, error) {
 	return nil, status.Error(codes.Unimplemented, "method SetKeyState not implemented")
@@ -579,6 +625,24 @@ func _Admin_ListKeySets_Handler(srv interface{}, ctx context.Context, dec func(i
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Admin_UpdateKeySetSettings_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UpdateKeySetSettingsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).UpdateKeySetSettings(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_UpdateKeySetSettings_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).UpdateKeySetSettings(ctx, req.(*UpdateKeySetSettingsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Admin_RotateKeys_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(RotateKeysRequest)
 	if err := dec(in); err != nil {
@@ -611,6 +675,24 @@ func _Admin_ListKeys_Handler(srv interface{}, ctx context.Context, dec func(inte
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(AdminServer).ListKeys(ctx, req.(*ListKeysRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_GetKey_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetKeyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).GetKey(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_GetKey_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).GetKey(ctx, req.(*GetKeyRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -829,12 +911,20 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _Admin_ListKeySets_Handler,
 		},
 		{
+			MethodName: "UpdateKeySetSettings",
+			Handler:    _Admin_UpdateKeySetSettings_Handler,
+		},
+		{
 			MethodName: "RotateKeys",
 			Handler:    _Admin_RotateKeys_Handler,
 		},
 		{
 			MethodName: "ListKeys",
 			Handler:    _Admin_ListKeys_Handler,
+		},
+		{
+			MethodName: "GetKey",
+			Handler:    _Admin_GetKey_Handler,
 		},
 		{
 			MethodName: "SetKeyState",
