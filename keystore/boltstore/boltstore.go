@@ -5,10 +5,10 @@
 // Layout (schema 1):
 //
 //	meta/schema                      -> "1"
-//	keysets/<name>                   -> keySetRecord (JSON)
-//	keys/<name>/v/<u64be version>    -> keyRecord (JSON)
+//	keysets/<name>                   -> key set record (JSON, package record)
+//	keys/<name>/v/<u64be version>    -> key record (JSON, package record)
 //	keys/<name>/kid/<kid><u64be ver> -> "" (index for lookups by kid)
-//	metadata/<name>                  -> metadataRecord (JSON)
+//	metadata/<name>                  -> metadata record (JSON, package record)
 //
 // Fields added since schema 1 was first written (a key set's intermediate
 // keys, a sealed key's generation and algorithm, the metadata bucket, a key
@@ -19,7 +19,6 @@ package boltstore
 import (
 	"context"
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -29,7 +28,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/attested-kms/attested-kms/keystore"
-	"github.com/attested-kms/attested-kms/keystore/kek"
+	"github.com/attested-kms/attested-kms/keystore/internal/record"
 )
 
 const schemaVersion = "1"
@@ -409,21 +408,25 @@ func (s *Store) Metadata(ctx context.Context, name string) ([]byte, uint64, erro
 	if err := ctx.Err(); err != nil {
 		return nil, 0, err
 	}
-	var r metadataRecord
+	var (
+		value []byte
+		rev   uint64
+	)
 	err := s.view(func(tx *bolt.Tx) error {
 		v := tx.Bucket(bucketMetadata).Get([]byte(name))
 		if v == nil {
 			return fmt.Errorf("boltstore: metadata %q: %w", name, keystore.ErrMetadataNotFound)
 		}
-		if err := json.Unmarshal(v, &r); err != nil {
-			return fmt.Errorf("boltstore: decode metadata %q: %w", name, err)
+		var err error
+		if value, rev, err = record.DecodeMetadata(v); err != nil {
+			return fmt.Errorf("boltstore: metadata %q: %w", name, err)
 		}
 		return nil
 	})
 	if err != nil {
 		return nil, 0, err
 	}
-	return r.Value, r.Revision, nil
+	return value, rev, nil
 }
 
 // PutMetadata implements keystore.Store.
@@ -443,17 +446,17 @@ func (s *Store) PutMetadata(ctx context.Context, name string, value []byte, revi
 		case v != nil && revision == 0:
 			return fmt.Errorf("boltstore: metadata %q: %w", name, keystore.ErrAlreadyExists)
 		case v != nil:
-			var cur metadataRecord
-			if err := json.Unmarshal(v, &cur); err != nil {
-				return fmt.Errorf("boltstore: decode metadata %q: %w", name, err)
+			_, cur, err := record.DecodeMetadata(v)
+			if err != nil {
+				return fmt.Errorf("boltstore: metadata %q: %w", name, err)
 			}
-			if cur.Revision != revision {
-				return fmt.Errorf("boltstore: metadata %q revision %d, stored %d: %w", name, revision, cur.Revision, keystore.ErrConflict)
+			if cur != revision {
+				return fmt.Errorf("boltstore: metadata %q revision %d, stored %d: %w", name, revision, cur, keystore.ErrConflict)
 			}
 		}
-		rec, err := json.Marshal(metadataRecord{Value: value, Revision: revision + 1})
+		rec, err := record.EncodeMetadata(value, revision+1, true)
 		if err != nil {
-			return fmt.Errorf("boltstore: encode metadata %q: %w", name, err)
+			return fmt.Errorf("boltstore: metadata %q: %w", name, err)
 		}
 		return b.Put([]byte(name), rec)
 	})
@@ -465,249 +468,40 @@ func (s *Store) PutMetadata(ctx context.Context, name string, value []byte, revi
 
 func versionKey(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }
 
-// Records. Kept separate from the keystore types so the file format is
-// spelled out here and changes to in-memory types cannot silently change it.
-
-type keySetRecord struct {
-	Schema        int                  `json:"schema"`
-	Name          string               `json:"name"`
-	Settings      settingsRecord       `json:"settings"`
-	Policy        policyRecord         `json:"policy"`
-	Intermediates []intermediateRecord `json:"intermediates,omitempty"`
-	Created       time.Time            `json:"created"`
-	Revision      uint64               `json:"revision"`
-}
-
-type intermediateRecord struct {
-	Generation uint64        `json:"generation"`
-	Wrapped    wrappedRecord `json:"wrapped"`
-	Created    time.Time     `json:"created"`
-}
-
-type wrappedRecord struct {
-	KEKURI     string `json:"kek_uri"`
-	KEKVersion string `json:"kek_version,omitempty"`
-	Algorithm  string `json:"algorithm"`
-	Ciphertext []byte `json:"ciphertext"`
-}
-
-type metadataRecord struct {
-	Value    []byte `json:"value"`
-	Revision uint64 `json:"revision"`
-}
-
-type settingsRecord struct {
-	RotationPeriodNS int64 `json:"rotation_period_ns"`
-	KeyLifetimeNS    int64 `json:"key_lifetime_ns"`
-	PendingLeadNS    int64 `json:"pending_lead_time_ns"`
-	RetentionNS      int64 `json:"retention_ns"`
-}
-
-type policyRecord struct {
-	Version int        `json:"version"`
-	YAML    []byte     `json:"yaml,omitempty"`
-	Updated *time.Time `json:"updated,omitempty"`
-	// SetBy, RollbackOf and History were added after schema 1 was first
-	// written; absent, the set simply has no recorded earlier versions.
-	SetBy      string                 `json:"set_by,omitempty"`
-	RollbackOf int                    `json:"rollback_of,omitempty"`
-	History    []policyRevisionRecord `json:"history,omitempty"`
-}
-
-// policyRevisionRecord is one earlier policy version, oldest first.
-type policyRevisionRecord struct {
-	Version    int       `json:"version"`
-	YAML       []byte    `json:"yaml"`
-	Set        time.Time `json:"set"`
-	SetBy      string    `json:"set_by,omitempty"`
-	RollbackOf int       `json:"rollback_of,omitempty"`
-}
-
-func encodePolicy(ks *keystore.KeySet) policyRecord {
-	r := policyRecord{Version: ks.PolicyVersion, YAML: ks.Policy, Updated: optTime(ks.PolicyUpdated),
-		SetBy: ks.PolicySetBy, RollbackOf: ks.PolicyRollbackOf}
-	for _, h := range ks.PolicyHistory {
-		r.History = append(r.History, policyRevisionRecord{Version: h.Version, YAML: h.YAML, Set: h.Set, SetBy: h.SetBy, RollbackOf: h.RollbackOf})
-	}
-	return r
-}
-
-// decodePolicy fills ks's policy fields from r and checks the history.
-func decodePolicy(ks *keystore.KeySet, r policyRecord) error {
-	ks.Policy, ks.PolicyVersion, ks.PolicySetBy, ks.PolicyRollbackOf = r.YAML, r.Version, r.SetBy, r.RollbackOf
-	if r.Updated != nil {
-		ks.PolicyUpdated = *r.Updated
-	}
-	for _, h := range r.History {
-		ks.PolicyHistory = append(ks.PolicyHistory, keystore.PolicyRevision{Version: h.Version, YAML: h.YAML, Set: h.Set, SetBy: h.SetBy, RollbackOf: h.RollbackOf})
-	}
-	if err := ks.CheckPolicyHistory(); err != nil {
-		return fmt.Errorf("boltstore: decode key set record: %w", err)
-	}
-	return nil
-}
-
-type keyRecord struct {
-	Schema       int           `json:"schema"`
-	KeySet       string        `json:"keyset"`
-	KID          string        `json:"kid"`
-	Version      uint64        `json:"version"`
-	Suite        string        `json:"suite"`
-	PublicKey    []byte        `json:"public_key"`
-	Sealed       *sealedRecord `json:"sealed,omitempty"`
-	State        string        `json:"state"`
-	HeldState    string        `json:"held_state,omitempty"`
-	Created      time.Time     `json:"created"`
-	Activates    time.Time     `json:"activates"`
-	Expires      time.Time     `json:"expires"`
-	DestroyAfter time.Time     `json:"destroy_after"`
-	Destroyed    *time.Time    `json:"destroyed,omitempty"`
-	Revision     uint64        `json:"revision"`
-}
-
-type sealedRecord struct {
-	Format     string `json:"format"`
-	KEKURI     string `json:"kek_uri,omitempty"`
-	Generation uint64 `json:"generation,omitempty"`
-	Algorithm  string `json:"algorithm,omitempty"`
-	KEKVersion string `json:"kek_version,omitempty"`
-	WrappedDEK []byte `json:"wrapped_dek"`
-	Nonce      []byte `json:"nonce"`
-	Ciphertext []byte `json:"ciphertext"`
-}
+// Records are the JSON layout of package record, each carrying its own
+// revision; these wrappers fill Revision from it and name this package in
+// errors.
 
 func encodeKeySet(ks *keystore.KeySet, rev uint64) ([]byte, error) {
-	r := keySetRecord{
-		Schema: 1,
-		Name:   ks.Name,
-		Settings: settingsRecord{
-			RotationPeriodNS: int64(ks.Settings.RotationPeriod),
-			KeyLifetimeNS:    int64(ks.Settings.KeyLifetime),
-			PendingLeadNS:    int64(ks.Settings.PendingLead),
-			RetentionNS:      int64(ks.Settings.Retention),
-		},
-		Policy:   encodePolicy(ks),
-		Created:  ks.Created,
-		Revision: rev,
-	}
-	for _, in := range ks.Intermediates {
-		w := in.Wrapped
-		r.Intermediates = append(r.Intermediates, intermediateRecord{
-			Generation: in.Generation,
-			Wrapped:    wrappedRecord{KEKURI: w.KEKURI, KEKVersion: w.KEKVersion, Algorithm: w.Algorithm, Ciphertext: w.Ciphertext},
-			Created:    in.Created,
-		})
-	}
-	b, err := json.Marshal(r)
+	b, err := record.EncodeKeySet(ks, rev, true)
 	if err != nil {
-		return nil, fmt.Errorf("boltstore: encode key set %q: %w", ks.Name, err)
+		return nil, fmt.Errorf("boltstore: %w", err)
 	}
 	return b, nil
 }
 
 func decodeKeySet(b []byte) (*keystore.KeySet, error) {
-	var r keySetRecord
-	if err := json.Unmarshal(b, &r); err != nil {
-		return nil, fmt.Errorf("boltstore: decode key set record: %w", err)
+	ks, rev, err := record.DecodeKeySet(b)
+	if err != nil {
+		return nil, fmt.Errorf("boltstore: %w", err)
 	}
-	if r.Schema != 1 {
-		return nil, fmt.Errorf("boltstore: key set %q has record schema %d", r.Name, r.Schema)
-	}
-	ks := &keystore.KeySet{
-		Name: r.Name,
-		Settings: keystore.KeySetSettings{
-			RotationPeriod: time.Duration(r.Settings.RotationPeriodNS),
-			KeyLifetime:    time.Duration(r.Settings.KeyLifetimeNS),
-			PendingLead:    time.Duration(r.Settings.PendingLeadNS),
-			Retention:      time.Duration(r.Settings.RetentionNS),
-		},
-		Created:  r.Created,
-		Revision: r.Revision,
-	}
-	if err := decodePolicy(ks, r.Policy); err != nil {
-		return nil, err
-	}
-	for _, in := range r.Intermediates {
-		w := in.Wrapped
-		ks.Intermediates = append(ks.Intermediates, keystore.Intermediate{
-			Generation: in.Generation,
-			Wrapped:    kek.Wrapped{KEKURI: w.KEKURI, KEKVersion: w.KEKVersion, Algorithm: w.Algorithm, Ciphertext: w.Ciphertext},
-			Created:    in.Created,
-		})
-	}
+	ks.Revision = rev
 	return ks, nil
 }
 
 func encodeKey(k *keystore.Key, rev uint64) ([]byte, error) {
-	r := keyRecord{
-		Schema:       1,
-		KeySet:       k.KeySet,
-		KID:          k.KID,
-		Version:      k.Version,
-		Suite:        k.Suite,
-		PublicKey:    k.PublicKey,
-		State:        string(k.State),
-		HeldState:    string(k.HeldState),
-		Created:      k.Created,
-		Activates:    k.Activates,
-		Expires:      k.Expires,
-		DestroyAfter: k.DestroyAfter,
-		Destroyed:    optTime(k.Destroyed),
-		Revision:     rev,
-	}
-	if !k.State.Valid() {
-		return nil, fmt.Errorf("boltstore: key %s v%d has invalid state %q: %w", k.KID, k.Version, k.State, keystore.ErrInvalidArgument)
-	}
-	if s := k.Sealed; s != nil {
-		r.Sealed = &sealedRecord{
-			Format: s.Format, KEKURI: s.KEKURI, Generation: s.Generation, Algorithm: s.Algorithm, KEKVersion: s.KEKVersion,
-			WrappedDEK: s.WrappedDEK, Nonce: s.Nonce, Ciphertext: s.Ciphertext,
-		}
-	}
-	b, err := json.Marshal(r)
+	b, err := record.EncodeKey(k, rev, true)
 	if err != nil {
-		return nil, fmt.Errorf("boltstore: encode key %s v%d: %w", k.KID, k.Version, err)
+		return nil, fmt.Errorf("boltstore: %w", err)
 	}
 	return b, nil
 }
 
 func decodeKey(b []byte) (*keystore.Key, error) {
-	var r keyRecord
-	if err := json.Unmarshal(b, &r); err != nil {
-		return nil, fmt.Errorf("boltstore: decode key record: %w", err)
+	k, rev, err := record.DecodeKey(b)
+	if err != nil {
+		return nil, fmt.Errorf("boltstore: %w", err)
 	}
-	if r.Schema != 1 {
-		return nil, fmt.Errorf("boltstore: key %s v%d has record schema %d", r.KID, r.Version, r.Schema)
-	}
-	k := &keystore.Key{
-		KeySet:       r.KeySet,
-		KID:          r.KID,
-		Version:      r.Version,
-		Suite:        r.Suite,
-		PublicKey:    r.PublicKey,
-		State:        keystore.State(r.State),
-		HeldState:    keystore.State(r.HeldState),
-		Created:      r.Created,
-		Activates:    r.Activates,
-		Expires:      r.Expires,
-		DestroyAfter: r.DestroyAfter,
-		Revision:     r.Revision,
-	}
-	if r.Destroyed != nil {
-		k.Destroyed = *r.Destroyed
-	}
-	if s := r.Sealed; s != nil {
-		k.Sealed = &keystore.SealedKey{
-			Format: s.Format, KEKURI: s.KEKURI, Generation: s.Generation, Algorithm: s.Algorithm, KEKVersion: s.KEKVersion,
-			WrappedDEK: s.WrappedDEK, Nonce: s.Nonce, Ciphertext: s.Ciphertext,
-		}
-	}
+	k.Revision = rev
 	return k, nil
-}
-
-func optTime(t time.Time) *time.Time {
-	if t.IsZero() {
-		return nil
-	}
-	return &t
 }
