@@ -65,7 +65,7 @@ func (m *Manager) provider(ctx context.Context, uri string) (kek.Provider, error
 	m.kekMu.Lock()
 	defer m.kekMu.Unlock()
 	if cur := m.providers[uri]; cur != nil {
-		closeProvider(p) // lost a race to open the same KEK
+		kek.Close(p) // lost a race to open the same KEK
 		return cur, nil
 	}
 	m.providers[uri] = p
@@ -85,21 +85,12 @@ func (m *Manager) Close() error {
 			continue
 		}
 		seen[p] = true
-		if err := closeProvider(p); err != nil {
+		if err := kek.Close(p); err != nil {
 			errs = append(errs, fmt.Errorf("close KEK %s: %w", p.URI(), err))
 		}
 	}
 	clear(m.providers)
 	return errors.Join(errs...)
-}
-
-// closeProvider closes p if it holds resources (not every provider does,
-// so Close is not part of kek.Provider).
-func closeProvider(p kek.Provider) error {
-	if c, ok := p.(interface{ Close() error }); ok {
-		return c.Close()
-	}
-	return nil
 }
 
 type newIntermediateResult struct {

@@ -102,6 +102,11 @@ type cacheKey struct {
 	keyset  string
 	kid     string
 	version uint64
+	// pub is the stored public key: a record whose public key was
+	// replaced misses the cache and is unsealed again, and the unseal's
+	// key-pair check refuses it, instead of the cache handing out the old
+	// private key under the new public key.
+	pub string
 }
 
 // NewManager returns a Manager over store whose root KEK is provider: new
@@ -702,10 +707,26 @@ func (m *Manager) Destroy(ctx context.Context, keyset, kid string) (*Key, error)
 // it disabled (ErrKEKDisabled), or unreachable for longer than the check
 // interval (ErrKEKUnavailable), nothing of the set is released.
 func (m *Manager) PrivateKey(ctx context.Context, keyset, kid string) ([]byte, error) {
+	_, priv, err := m.Release(ctx, keyset, kid)
+	return priv, err
+}
+
+// Release is PrivateKey that also returns the key's record, from the same
+// single store read: the release path needs both.
+func (m *Manager) Release(ctx context.Context, keyset, kid string) (*Key, []byte, error) {
 	k, err := m.key(ctx, keyset, kid)
 	if err != nil {
-		return nil, fmt.Errorf("private key: %w", err)
+		return nil, nil, fmt.Errorf("private key: %w", err)
 	}
+	priv, err := m.releasable(ctx, k)
+	if err != nil {
+		return nil, nil, err
+	}
+	return k, priv, nil
+}
+
+func (m *Manager) releasable(ctx context.Context, k *Key) ([]byte, error) {
+	keyset, kid := k.KeySet, k.KID
 	switch {
 	case k.State == StateDisabled:
 		m.evict(k)
@@ -725,7 +746,7 @@ func (m *Manager) PrivateKey(ctx context.Context, keyset, kid string) ([]byte, e
 // cachedPrivate returns a copy of k's private key from the cache, unsealing
 // it first if needed.
 func (m *Manager) cachedPrivate(ctx context.Context, k *Key) ([]byte, error) {
-	ck := cacheKey{k.KeySet, k.KID, k.Version}
+	ck := cacheKey{k.KeySet, k.KID, k.Version, string(k.PublicKey)}
 	m.cacheMu.Lock()
 	priv, ok := m.cache[ck]
 	m.cacheMu.Unlock()
@@ -751,7 +772,7 @@ func (m *Manager) cachedPrivate(ctx context.Context, k *Key) ([]byte, error) {
 }
 
 func (m *Manager) evict(k *Key) {
-	ck := cacheKey{k.KeySet, k.KID, k.Version}
+	ck := cacheKey{k.KeySet, k.KID, k.Version, string(k.PublicKey)}
 	m.cacheMu.Lock()
 	defer m.cacheMu.Unlock()
 	if priv, ok := m.cache[ck]; ok {

@@ -72,7 +72,13 @@ func (a *AdminService) createKeySet(ctx context.Context, req *kmsv1.CreateKeySet
 	if _, err := policy.Parse(req.GetPolicy()); err != nil {
 		return nil, refuseErr(codes.InvalidArgument, ReasonBadRequest, err)
 	}
-	s := settingsFromProto(req.GetSettings(), a.defaults)
+	// The same range check as UpdateKeySetSettings: seconds beyond
+	// time.Duration would wrap into a tiny rotation period.
+	changes, err := settingsChangesFromProto(req.GetSettings())
+	if err != nil {
+		return nil, err
+	}
+	s := a.defaults.Overlay(changes)
 	ks, err := a.keys.CreateKeySetWithPolicy(ctx, req.GetName(), s, req.GetPolicy())
 	if err != nil {
 		return nil, adminStoreError(err)
@@ -370,20 +376,6 @@ func adminStoreError(err error) error {
 		return refuseErr(codes.FailedPrecondition, ReasonKeyNotReleasable, err)
 	}
 	return storeError(err)
-}
-
-func settingsFromProto(p *kmsv1.KeySetSettings, d keystore.KeySetSettings) keystore.KeySetSettings {
-	pick := func(v int64, def time.Duration) time.Duration {
-		if v > 0 {
-			return time.Duration(v) * time.Second
-		}
-		return def
-	}
-	d.RotationPeriod = pick(p.GetRotationPeriodSeconds(), d.RotationPeriod)
-	d.KeyLifetime = pick(p.GetKeyLifetimeSeconds(), d.KeyLifetime)
-	d.PendingLead = pick(p.GetPendingLeadSeconds(), d.PendingLead)
-	d.Retention = pick(p.GetRetentionSeconds(), d.Retention)
-	return d
 }
 
 func keySetToProto(ks *keystore.KeySet) *kmsv1.KeySet {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/attested-kms/attested-kms/keystore"
 	"github.com/attested-kms/attested-kms/keystore/kek"
+	"github.com/attested-kms/attested-kms/keystore/kek/providers"
 	kmsv1 "github.com/attested-kms/attested-kms/proto/kms/v1"
 )
 
@@ -32,12 +33,18 @@ func (a *AdminService) GetKEKStatus(ctx context.Context, _ *kmsv1.GetKEKStatusRe
 func (a *AdminService) RotateKEK(ctx context.Context, req *kmsv1.RotateKEKRequest) (*kmsv1.RotateKEKResponse, error) {
 	var done []string
 	var err error
-	if req.GetToUri() == "" {
+	to := providers.DisplayURI(req.GetToUri())
+	switch {
+	case req.GetToUri() == "":
 		err = refuse(codes.InvalidArgument, ReasonBadRequest, "to_uri is required")
-	} else {
+	case providers.HasInlineSecret(req.GetToUri()):
+		// It would reach the log and the audit chain, which keeps it for
+		// good: the PIN must come from a file the server reads.
+		err = refuse(codes.InvalidArgument, ReasonBadRequest, "to_uri carries a PIN (pin-value): use pin-source=file:... instead")
+	default:
 		err = a.keys.RewrapRoot(ctx, req.GetToUri(), func(keyset string) {
 			done = append(done, keyset)
-			a.log.InfoContext(ctx, "kek rotation: key set re-wrapped", "keyset", keyset, "to", req.GetToUri())
+			a.log.InfoContext(ctx, "kek rotation: key set re-wrapped", "keyset", keyset, "to", to)
 		})
 		if err == nil && a.kekRotated != nil {
 			var to kek.Provider
@@ -46,7 +53,7 @@ func (a *AdminService) RotateKEK(ctx context.Context, req *kmsv1.RotateKEKReques
 			}
 		}
 	}
-	a.audit(ctx, "RotateKEK", err, slog.String("to", req.GetToUri()), slog.Int("rewrapped", len(done)))
+	a.audit(ctx, "RotateKEK", err, slog.String("to", to), slog.Int("rewrapped", len(done)))
 	if err != nil {
 		return nil, grpcStatus(adminStoreError(err))
 	}

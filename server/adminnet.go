@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -57,7 +58,8 @@ func (s *Server) startNetworkAdmin(ctx context.Context, tlsCfg *tls.Config) erro
 	opts := append([]grpc.ServerOption{grpc.ChainUnaryInterceptor(UnaryRequestID())}, authOpts...)
 	opts = append(opts,
 		grpc.Creds(credentials.NewTLS(AdminTLSConfig(tlsCfg, auth.ClientCAs))),
-		grpc.MaxRecvMsgSize(1<<20))
+		grpc.MaxRecvMsgSize(1<<20),
+		grpc.ConnectionTimeout(10*time.Second))
 	lis, err := net.Listen("tcp", s.cfg.Listen.Admin)
 	if err != nil {
 		return fmt.Errorf("listening for the network admin API: %w", err)

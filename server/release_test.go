@@ -223,9 +223,7 @@ func newEnvWith(t testing.TB, o envOptions) *env {
 	if o.nonceFile == "" {
 		sealed, err = server.SealNonceSecret(ctx, provider)
 	}
-	if c, ok := provider.(interface{ Close() error }); ok {
-		c.Close() // HSM sessions: the server opens its own
-	}
+	_ = kek.Close(provider) // HSM sessions: the server opens its own
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -161,14 +161,6 @@ func (s *Server) resealNonceSecret(ctx context.Context, to kek.Provider) error {
 	return nil
 }
 
-// closeKEK releases a provider that holds resources (HSM sessions, gRPC
-// connections) when start-up fails before a Manager owns it.
-func closeKEK(p kek.Provider) {
-	if c, ok := p.(interface{ Close() error }); ok {
-		_ = c.Close()
-	}
-}
-
 // Server is a running KMS.
 type Server struct {
 	cfg     *config.Config
@@ -203,17 +195,17 @@ type Server struct {
 func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Server, error) {
 	provider, err := providers.Open(ctx, cfg.KEK, providers.Options{})
 	if err != nil {
-		return nil, fmt.Errorf("opening KEK %s: %w", cfg.KEK, err)
+		return nil, fmt.Errorf("opening KEK %s: %w", providers.DisplayURI(cfg.KEK), err)
 	}
 	b, err := openBackend(ctx, cfg.Store)
 	if err != nil {
-		closeKEK(provider)
+		_ = kek.Close(provider)
 		return nil, err
 	}
 	s, err := newWithStore(ctx, cfg, log, b, provider)
 	if err != nil {
 		_ = b.Close()
-		closeKEK(provider)
+		_ = kek.Close(provider)
 		return nil, err
 	}
 	return s, nil

@@ -10,7 +10,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -21,6 +20,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/attested-kms/attested-kms/client/tokensource"
 	"github.com/attested-kms/attested-kms/policy"
 	kmsv1 "github.com/attested-kms/attested-kms/proto/kms/v1"
 )
@@ -116,15 +116,17 @@ func (a *adminFlags) networkClient() (kmsv1.AdminClient, func(), error) {
 }
 
 // bearerFile sends the token in the file, read at every call so a
-// refreshed token (workload identity) is picked up; only over TLS.
+// refreshed token (workload identity) is picked up; only over TLS. The
+// file is read as the client library reads one (size bound, private
+// regular file, not empty).
 type bearerFile string
 
-func (f bearerFile) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
-	b, err := os.ReadFile(string(f))
+func (f bearerFile) GetRequestMetadata(ctx context.Context, _ ...string) (map[string]string, error) {
+	tok, err := tokensource.NewStaticFile(string(f)).Token(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("admin token: %w", err)
 	}
-	return map[string]string{"authorization": "Bearer " + strings.TrimSpace(string(b))}, nil
+	return map[string]string{"authorization": "Bearer " + tok}, nil
 }
 
 func (bearerFile) RequireTransportSecurity() bool { return true }

@@ -118,7 +118,7 @@ the new URI, so that new key sets use it too.`,
 					return err
 				}
 				if a.output != "json" {
-					fmt.Fprintf(cmd.OutOrStdout(), "re-wrapped %d key set(s) under %s\n", len(resp.GetRewrapped()), to)
+					fmt.Fprintf(cmd.OutOrStdout(), "re-wrapped %d key set(s) under %s\n", len(resp.GetRewrapped()), displayURI(to))
 				}
 				return printKEKStatus(cmd, a, resp, resp.GetKeysets())
 			})
@@ -154,9 +154,7 @@ func testKEK(ctx context.Context, uri string) (kek.Wrapped, error) {
 	if err != nil {
 		return kek.Wrapped{}, err
 	}
-	if c, ok := p.(interface{ Close() error }); ok {
-		defer c.Close()
-	}
+	defer kek.Close(p)
 	dek := make([]byte, 32)
 	defer clear(dek)
 	if _, err := rand.Read(dek); err != nil {
@@ -194,18 +192,8 @@ func printKEKStatus(cmd *cobra.Command, a *adminFlags, msg proto.Message, st []*
 	return tw.Flush()
 }
 
-// displayURI is uri without secrets: a PKCS#11 URI may carry its PIN in
-// pin-value, which must not reach a terminal or a log.
-func displayURI(uri string) string {
-	if !strings.HasPrefix(uri, "pkcs11:") {
-		return uri
-	}
-	u, err := pkcs11.ParseURI(uri)
-	if err != nil {
-		return "pkcs11:<unparsable URI>"
-	}
-	return u.String()
-}
+// displayURI is the URI as it may be shown: without a PIN.
+func displayURI(uri string) string { return providers.DisplayURI(uri) }
 
 func orDash(s string) string {
 	if s == "" {

@@ -112,23 +112,17 @@ func (s *Store) Close() error {
 // through as they are (they carry keystore sentinels); errors of bbolt
 // itself (I/O, closed database) are marked ErrStoreUnavailable.
 func (s *Store) update(fn func(tx *bolt.Tx) error) error {
-	var inner error
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		inner = fn(tx)
-		return inner
-	})
-	if inner != nil {
-		return inner
-	}
-	if err != nil {
-		return fmt.Errorf("boltstore: write: %w", errors.Join(keystore.ErrStoreUnavailable, err))
-	}
-	return nil
+	return run(s.db.Update, "write", fn)
 }
 
+// view is update for a read transaction.
 func (s *Store) view(fn func(tx *bolt.Tx) error) error {
+	return run(s.db.View, "read", fn)
+}
+
+func run(txn func(func(*bolt.Tx) error) error, op string, fn func(tx *bolt.Tx) error) error {
 	var inner error
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := txn(func(tx *bolt.Tx) error {
 		inner = fn(tx)
 		return inner
 	})
@@ -136,7 +130,7 @@ func (s *Store) view(fn func(tx *bolt.Tx) error) error {
 		return inner
 	}
 	if err != nil {
-		return fmt.Errorf("boltstore: read: %w", errors.Join(keystore.ErrStoreUnavailable, err))
+		return fmt.Errorf("boltstore: %s: %w", op, errors.Join(keystore.ErrStoreUnavailable, err))
 	}
 	return nil
 }

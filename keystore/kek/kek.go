@@ -143,3 +143,12 @@ func Open(ctx context.Context, uri string) (Provider, error) {
 		return nil, fmt.Errorf("kek: unknown provider scheme %q (supported: %s://, bare file path): %w", scheme, SchemeLocal, ErrUnsupported)
 	}
 }
+
+// Close releases p's resources (HSM sessions, connections) if it holds
+// any: not every provider does, so Close is not part of Provider.
+func Close(p Provider) error {
+	if c, ok := p.(interface{ Close() error }); ok {
+		return c.Close()
+	}
+	return nil
+}

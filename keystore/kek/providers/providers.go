@@ -102,6 +102,28 @@ func scheme(uri string) string {
 	return ""
 }
 
+// DisplayURI is uri without secrets, for logs, errors, audit entries and
+// terminals: a PKCS#11 URI may carry its PIN in pin-value.
+func DisplayURI(uri string) string {
+	if scheme(uri) != "pkcs11" {
+		return uri
+	}
+	u, err := pkcs11.ParseURI(uri)
+	if err != nil {
+		return "pkcs11:<unparsable URI>"
+	}
+	return u.String()
+}
+
+// HasInlineSecret reports whether uri carries a secret itself (a PKCS#11
+// pin-value), which must not travel through admin calls or be recorded.
+func HasInlineSecret(uri string) bool {
+	if scheme(uri) != "pkcs11" {
+		return false
+	}
+	return DisplayURI(uri) != uri && strings.Contains(uri, "pin-value")
+}
+
 // Opener returns an Open bound to o, in the shape keystore.Options.OpenKEK
 // takes.
 func Opener(o Options) func(ctx context.Context, uri string) (kek.Provider, error) {
