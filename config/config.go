@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -253,6 +254,11 @@ func Parse(b []byte) (*Config, error) {
 	var c Config
 	if err := dec.Decode(&c); err != nil {
 		return nil, fmt.Errorf("parsing: %w", err)
+	}
+	// A second document would be ignored silently, with its settings.
+	var extra yaml.Node
+	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+		return nil, errors.New("more than one YAML document; a configuration file holds exactly one")
 	}
 	c.setDefaults()
 	if err := c.Validate(); err != nil {

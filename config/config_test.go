@@ -95,3 +95,9 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+func TestParseRejectsSecondDocument(t *testing.T) {
+	if _, err := Parse([]byte(minimal + "---\nlimits: {max_request_bytes: 100}\n")); err == nil || !strings.Contains(err.Error(), "more than one YAML document") {
+		t.Fatalf("second document: %v", err)
+	}
+}

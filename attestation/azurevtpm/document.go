@@ -9,6 +9,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"slices"
 	"strings"
 
@@ -218,7 +219,7 @@ func decodeStrict(b []byte, v any) error {
 	if err := dec.Decode(v); err != nil {
 		return err
 	}
-	if dec.More() {
+	if dec.More() || dec.Decode(&json.RawMessage{}) != io.EOF { // also a stray "}" or "]"
 		return errors.New("trailing data after the JSON value")
 	}
 	return nil

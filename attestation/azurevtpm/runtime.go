@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math/big"
 	"strings"
 )
@@ -59,7 +60,7 @@ func ParseRuntimeData(b []byte) (*RuntimeData, error) {
 	if err := dec.Decode(&rd); err != nil {
 		return nil, fmt.Errorf("azurevtpm: runtime data: %w", err)
 	}
-	if dec.More() {
+	if dec.More() || dec.Decode(&json.RawMessage{}) != io.EOF { // also a stray "}" or "]"
 		return nil, errors.New("azurevtpm: runtime data: trailing data after the JSON object")
 	}
 	return &rd, nil

@@ -17,6 +17,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"unicode"
 
 	"github.com/attested-kms/attested-kms/attestation"
@@ -98,7 +99,7 @@ func decodeJSON(typ attestation.Platform, data []byte) (*attestation.Evidence, e
 	if err := dec.Decode(&j); err != nil {
 		return nil, fmt.Errorf("evidence JSON: %w", err)
 	}
-	if dec.More() {
+	if dec.More() || dec.Decode(&json.RawMessage{}) != io.EOF { // also a stray "}" or "]"
 		return nil, errors.New("evidence JSON: trailing data after the object")
 	}
 	if attestation.Platform(j.Type) != typ {

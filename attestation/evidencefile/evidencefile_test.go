@@ -146,3 +146,12 @@ func normalize(ev *attestation.Evidence) *attestation.Evidence {
 	}
 	return &n
 }
+
+// A stray closing bracket after the object is trailing data too.
+func TestDecodeRejectsStrayCloser(t *testing.T) {
+	for _, tail := range []string{"}", "]"} {
+		if _, err := Decode(attestation.PlatformTDX, []byte(`{"type":"tdx","report":"AA=="}`+tail)); err == nil {
+			t.Errorf("trailing %q accepted", tail)
+		}
+	}
+}

@@ -44,6 +44,10 @@ func parseCLIConfig(b []byte) (*cliConfig, error) {
 	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
 		return nil, err
 	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+		return nil, errors.New("more than one YAML document")
+	}
 	if c.Output != "" {
 		if err := checkFormat(c.Output); err != nil {
 			return nil, err

@@ -32,7 +32,7 @@ func (s *Store) Watch(ctx context.Context) <-chan Change {
 	// the loop keeps trying and starts with a ChangeResync instead.
 	var next int64
 	resync := false
-	if resp, err := s.cli.Get(ctx, s.l.prefix, clientv3.WithPrefix(), clientv3.WithCountOnly()); err == nil {
+	if resp, err := s.revisionNow(ctx); err == nil {
 		next = resp.Header.Revision + 1
 	} else {
 		resync = true
@@ -72,7 +72,7 @@ func (s *Store) watchLoop(ctx context.Context, out chan<- Change, next int64, re
 	backoff := watchRetryMin
 	for {
 		if next == 0 {
-			resp, err := s.cli.Get(ctx, s.l.prefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
+			resp, err := s.revisionNow(ctx)
 			if err == nil {
 				next = resp.Header.Revision + 1
 			}
@@ -135,4 +135,13 @@ func (s *Store) watchOnce(ctx context.Context, next int64, send func(Change) boo
 		}
 	}
 	return next, false, progressed
+}
+
+// revisionNow asks etcd for its current revision, bounded in time: the
+// client waits for a connection by default, which would hold the watch
+// (and the replica's cache invalidation) until etcd answers.
+func (s *Store) revisionNow(ctx context.Context) (*clientv3.GetResponse, error) {
+	ctx, cancel := context.WithTimeout(ctx, DefaultDialTimeout)
+	defer cancel()
+	return s.cli.Get(ctx, s.l.prefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
 }
